@@ -1,0 +1,8 @@
+//! Pure types and codecs shared by every component of the distribution.
+//!
+//! Nothing here does I/O or depends on a runtime: the crate holds wire formats (the cluster join
+//! token, later the Kubernetes object codecs) and their validation, so any layer can use them.
+
+pub mod status;
+pub mod token;
+pub mod user;
