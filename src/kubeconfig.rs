@@ -136,9 +136,24 @@ impl Kubeconfig {
         }
     }
 
-    /// The YAML text.
+    /// The YAML text, laid out exactly as K3s writes `k3s.yaml` (one line per value, so
+    /// scripts that grep the file keep working).
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string(self).unwrap_or_default()
+        let cluster = self.clusters.first();
+        let user = self.users.first();
+        let opt = |v: Option<&String>| v.cloned().unwrap_or_default();
+        format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: default\n\
+             contexts:\n- context:\n    cluster: default\n    user: default\n  name: default\n\
+             current-context: default\nkind: Config\npreferences: {{}}\nusers:\n- name: default\n  user:\n\
+             \x20   client-certificate-data: {cert}\n    client-key-data: {key}\n",
+            ca = opt(cluster.and_then(|c| c.cluster.certificate_authority_data.as_ref())),
+            server = cluster
+                .map(|c| c.cluster.server.clone())
+                .unwrap_or_default(),
+            cert = opt(user.and_then(|u| u.user.client_certificate_data.as_ref())),
+            key = opt(user.and_then(|u| u.user.client_key_data.as_ref())),
+        )
     }
 
     /// Read and resolve the current context's credentials.
@@ -215,7 +230,12 @@ mod tests {
         std::fs::write(&path, kc.to_yaml()).expect("write");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("current-context: default"), "{text}");
-        assert!(text.contains("certificate-authority-data:"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.trim()
+                    == format!("certificate-authority-data: {}", STANDARD.encode("CA"))),
+            "{text}"
+        );
         let creds = Kubeconfig::load(&path).expect("load");
         assert_eq!(creds.server, "https://127.0.0.1:6443");
         assert_eq!(creds.ca_pem.as_deref(), Some("CA"));

@@ -52,6 +52,9 @@ pub enum ServerError {
     /// The TLS listener cannot be configured.
     #[error(transparent)]
     Tls(#[from] listener::TlsError),
+    /// The datastore could not be opened.
+    #[error("datastore: {0}")]
+    Datastore(#[from] apiserver::OpenError),
     /// An actor could not be started.
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),
@@ -172,6 +175,22 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         );
     }
 
+    let api_config = apiserver::ApiConfig {
+        service_cidr: cfg.args.service_cidr,
+        cluster_dns: cfg.args.cluster_dns,
+        advertise: format!(
+            "{}:{}",
+            cfg.args.advertise_address.unwrap_or(cfg.node_ip),
+            cfg.args.https_listen_port
+        ),
+        endpoint: (
+            cfg.args.advertise_address.unwrap_or(cfg.node_ip),
+            cfg.args.https_listen_port,
+        ),
+    };
+    let endpoint = cfg.args.datastore_endpoint.clone().unwrap_or_default();
+    let api = apiserver::ApiState::open(&endpoint, &cfg.args.data_dir, api_config).await?;
+
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
@@ -186,10 +205,11 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         cacerts: pki.server_ca.cert_pem.clone().into(),
         metrics,
     };
-    let app = listener::router(state, listener::not_found());
+    let app = listener::router(state, apiserver::router(api.clone()));
     let addr = SocketAddr::new(cfg.args.bind_address, cfg.args.https_listen_port);
 
     let pki_for_actor = pki.clone();
+    let api_for_actor = api.clone();
     let tree = SupervisorSpec {
         name: "server".into(),
         strategy: Strategy::OneForOne,
@@ -203,6 +223,15 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
                 "certificate-authority",
                 Restart::Permanent,
                 move || CertAuthority::new(pki_for_actor.clone()),
+            ),
+            ChildSpec::service(
+                "apiserver",
+                "kube-apiserver",
+                Restart::Permanent,
+                move |ctx| {
+                    let api = api_for_actor.clone();
+                    Box::pin(async move { apiserver::run(api, ctx).await.map_err(Into::into) })
+                },
             ),
             ChildSpec::service("listener", "https", Restart::Permanent, move |ctx| {
                 let (tls, app) = (tls.clone(), app.clone());
@@ -229,6 +258,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     };
     tracing::info!("stopping");
     kernel.shutdown(SHUTDOWN_DEADLINE).await;
+    api.close().await;
     outcome
 }
 

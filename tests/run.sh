@@ -18,6 +18,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The Python kubernetes client, for the client-compatibility tests.
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes==37.0.2
+
 run_dir=$(mktemp -d /tmp/k3s-test-services.XXXXXX)
 pids=()
 cleanup() {

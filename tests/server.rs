@@ -159,7 +159,7 @@ fn actors_list_restart_stop_start_and_panic() {
     let list = k3s(&["actors", "list", "--kubeconfig", kc]);
     assert!(list.status.success(), "{}", stderr(&list));
     let tree = stdout(&list);
-    for row in ["server", "  pki", "  listener"] {
+    for row in ["server", "  pki", "  apiserver", "  listener"] {
         assert!(
             tree.lines().any(|l| l.starts_with(row)),
             "{row} missing:\n{tree}"
@@ -230,11 +230,19 @@ fn introspection_and_metrics_need_credentials() {
         body.contains("k3s_actor_up{path=\"server/listener\"} 1"),
         "{body}"
     );
-    // Everything else is a Kubernetes Status until the API server is mounted.
+    // The API refuses anonymous requests with a Kubernetes Status, and serves the admin.
+    let (code, body) = s.get_anonymous("/api/v1/namespaces").unwrap();
+    assert_eq!(code, 401);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["reason"].as_str()),
+        (Some("Status"), Some("Unauthorized"))
+    );
     let (code, body) = s.get("/api/v1/namespaces").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = s.get("/no/such/path").unwrap();
     assert_eq!(code, 404);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["kind"], "Status");
     assert_eq!(v["reason"], "NotFound");
 }
 

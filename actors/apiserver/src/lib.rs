@@ -1,0 +1,191 @@
+//! The Kubernetes API server.
+//!
+//! Owns the REST API (discovery, OpenAPI, CRUD, list/watch, patch and apply, subresources,
+//! custom resources) and is the only component that touches the datastore. It is a kernel
+//! service: [`serve`] bootstraps the cluster's built-in objects, then serves requests through
+//! [`router`], which the TLS front door mounts and in-process components call directly.
+
+mod admission;
+mod apply;
+mod crd;
+mod discovery;
+mod error;
+mod handlers;
+mod meta;
+mod openapi;
+mod printing;
+mod request;
+mod resources;
+mod reviews;
+mod services;
+mod store;
+mod watch;
+
+pub use error::ApiError;
+pub use resources::Catalogue;
+
+use datastore::Backend;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Settings the API server needs from the command line.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// `--service-cidr`.
+    pub service_cidr: IpNet,
+    /// `--cluster-dns` (reserved in the service range).
+    pub cluster_dns: IpAddr,
+    /// The address clients should use (`host:port`), for legacy discovery.
+    pub advertise: String,
+    /// The node IP and port the `kubernetes` Service's endpoints point to.
+    pub endpoint: (IpAddr, u16),
+}
+
+/// Shared state of every request.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    store: store::ObjectStore,
+    catalogue: Catalogue,
+    config: Arc<ApiConfig>,
+}
+
+/// The datastore could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// `--datastore-endpoint` is malformed.
+    #[error(transparent)]
+    Endpoint(#[from] datastore::EndpointError),
+    /// The database is unusable (corrupt file, unreachable server, bad credentials).
+    #[error(transparent)]
+    Store(#[from] datastore::StoreError),
+}
+
+impl ApiState {
+    /// Open the datastore `endpoint` names (K3s's `--datastore-endpoint`; empty for SQLite
+    /// under `data_dir`) and build the state over it.
+    pub async fn open(
+        endpoint: &str,
+        data_dir: &std::path::Path,
+        config: ApiConfig,
+    ) -> Result<Self, OpenError> {
+        let endpoint = datastore::parse_endpoint(endpoint, data_dir)?;
+        let backend = datastore::open(&endpoint, &datastore::StoreOptions::default()).await?;
+        Ok(Self::new(backend, config))
+    }
+
+    /// Stop background work of the datastore (compaction, watch feeds).
+    pub async fn close(&self) {
+        self.store.backend().close().await;
+    }
+
+    /// State over an opened datastore.
+    pub fn new(backend: Arc<dyn Backend>, config: ApiConfig) -> Self {
+        ApiState {
+            store: store::ObjectStore::new(backend),
+            catalogue: Catalogue::default(),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The API as an axum router (mounted behind the front door, or called in process).
+pub fn router(state: ApiState) -> axum::Router {
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let state = state.clone();
+        async move { handlers::serve(state, req).await }
+    })
+}
+
+/// The API server as a kernel service: bootstrap, report ready, run until stopped.
+pub async fn run(state: ApiState, ctx: kernel::ServiceCtx) -> Result<(), ApiError> {
+    bootstrap(&state).await?;
+    ctx.ready();
+    ctx.cancelled().await;
+    Ok(())
+}
+
+/// Create what every cluster has from the start (idempotent): the four namespaces, the
+/// `kubernetes` Service with its endpoints, and the custom resources of stored CRDs.
+pub async fn bootstrap(state: &ApiState) -> Result<(), ApiError> {
+    crd::load_all(state).await?;
+    let admin = protocols::user::UserInfo::authenticated(
+        "system:apiserver",
+        [protocols::user::MASTERS.to_owned()],
+    );
+    let cat = &state.catalogue;
+    let ns_res = cat.find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let ctx = handlers::Ctx {
+            s: state,
+            r: ns_res.clone(),
+            ns: None,
+            q: request::Query::parse(Some("fieldManager=k3s")),
+            user: &admin,
+        };
+        match handlers::create(
+            &ctx,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let first_ip = services_first_ip(&state.config.service_cidr)?;
+    let svc_res = cat.find("", "v1", "services").ok_or(ApiError::NoRoute)?;
+    let ctx = handlers::Ctx {
+        s: state,
+        r: svc_res,
+        ns: Some("default".into()),
+        q: request::Query::parse(Some("fieldManager=k3s")),
+        user: &admin,
+    };
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": first_ip.to_string(), "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": state.config.endpoint.1}]},
+    });
+    match handlers::create(&ctx, svc).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let ep_res = cat.find("", "v1", "endpoints").ok_or(ApiError::NoRoute)?;
+    let ctx = handlers::Ctx {
+        s: state,
+        r: ep_res,
+        ns: Some("default".into()),
+        q: request::Query::parse(Some("fieldManager=k3s")),
+        user: &admin,
+    };
+    let subsets: Value = json!([{"addresses": [{"ip": state.config.endpoint.0.to_string()}], "ports": [{"name": "https", "port": state.config.endpoint.1, "protocol": "TCP"}]}]);
+    let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}, "subsets": subsets});
+    match handlers::create(&ctx, ep).await {
+        Ok(_) => {}
+        Err(ApiError::AlreadyExists { .. }) => {
+            // Keep the endpoints pointing at this server (the node IP or port may have changed).
+            handlers::update_with(&ctx, "kubernetes", None, handlers::Write::Update, |cur| {
+                let mut new = cur.clone();
+                new["subsets"] = subsets.clone();
+                Ok(new)
+            })
+            .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+fn services_first_ip(net: &IpNet) -> Result<IpAddr, ApiError> {
+    match net {
+        IpNet::V4(v) => Ok(IpAddr::from(std::net::Ipv4Addr::from(
+            u32::from(v.network()) + 1,
+        ))),
+        IpNet::V6(v) => Ok(IpAddr::from(std::net::Ipv6Addr::from(
+            u128::from(v.network()) + 1,
+        ))),
+    }
+}
