@@ -52,6 +52,9 @@ pub enum ServerError {
     /// The TLS listener cannot be configured.
     #[error(transparent)]
     Tls(#[from] listener::TlsError),
+    /// The datastore failed while reading or writing the cluster identity.
+    #[error("datastore: {0}")]
+    Api(#[from] apiserver::ApiError),
     /// The datastore could not be opened.
     #[error("datastore: {0}")]
     Datastore(#[from] apiserver::OpenError),
@@ -153,28 +156,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     ensure_dir(&cfg.args.data_dir)?;
     ensure_dir(&server_dir)?;
 
-    let mut names = ServingNames::for_apiserver(
-        &cfg.args.cluster_domain,
-        cfg.first_service_ip,
-        &cfg.args.tls_san,
-    );
-    names.add(&cfg.node_ip.to_string());
-    if let Some(a) = cfg.args.advertise_address {
-        names.add(&a.to_string());
-    }
-    names.add(&cfg.node_name);
-    let pki = Arc::new(pki::ensure(&server_dir.join("tls"), &names)?);
-    for f in &pki.written {
-        tracing::info!(file = %f.display(), "wrote certificate material");
-    }
-    let token = ensure_token(&cfg, &pki)?;
-    write_kubeconfig(&cfg, &pki)?;
-    if !cfg.args.disable_agent {
-        tracing::warn!(
-            "this build has no node agent yet: running the control plane only (as with --disable-agent)"
-        );
-    }
-
+    let (given_token, password) = resolve_token(&cfg)?;
     let api_config = apiserver::ApiConfig {
         service_cidr: cfg.args.service_cidr,
         cluster_dns: cfg.args.cluster_dns,
@@ -190,6 +172,42 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     };
     let endpoint = cfg.args.datastore_endpoint.clone().unwrap_or_default();
     let api = apiserver::ApiState::open(&endpoint, &cfg.args.data_dir, api_config).await?;
+
+    let mut names = ServingNames::for_apiserver(
+        &cfg.args.cluster_domain,
+        cfg.first_service_ip,
+        &cfg.args.tls_san,
+    );
+    names.add(&cfg.node_ip.to_string());
+    if let Some(a) = cfg.args.advertise_address {
+        names.add(&a.to_string());
+    }
+    names.add(&cfg.node_name);
+    let tls_dir = server_dir.join("tls");
+    let stored = join_cluster_identity(&api, &tls_dir, &password).await?;
+    let pki = Arc::new(pki::ensure(&tls_dir, &names)?);
+    for f in &pki.written {
+        tracing::info!(file = %f.display(), "wrote certificate material");
+    }
+    if !stored {
+        let sealed = pki::bootstrap::seal(&tls_dir, &password)
+            .map_err(|e| ServerError::Token(e.to_string()))?;
+        if !api
+            .put_bootstrap_data(&pki::bootstrap::storage_key(&password), sealed)
+            .await?
+        {
+            return Err(ServerError::Token(
+                "another server stored the cluster identity at the same moment; start this server again to join it".into(),
+            ));
+        }
+    }
+    let token = write_token(&cfg, &pki, given_token.as_ref(), &password)?;
+    write_kubeconfig(&cfg, &pki)?;
+    if !cfg.args.disable_agent {
+        tracing::warn!(
+            "this build has no node agent yet: running the control plane only (as with --disable-agent)"
+        );
+    }
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -292,8 +310,9 @@ fn ensure_dir(path: &Path) -> Result<(), ServerError> {
 }
 
 /// Read, or create, `<data-dir>/server/token` (and `node-token`), in K3s's secure format.
-fn ensure_token(cfg: &Resolved, pki: &ClusterPki) -> Result<Token, ServerError> {
-    let ca = pki.server_ca.cert_pem.as_bytes();
+/// The token password: `--token`/`--token-file`, else the one this server was started with,
+/// else a new random one. A `--token` that differs from the stored one is refused.
+fn resolve_token(cfg: &Resolved) -> Result<(Option<Token>, String), ServerError> {
     let path = cfg.server_dir().join("token");
     let given = match (&cfg.args.token, &cfg.args.token_file) {
         (Some(t), _) => Some(t.clone()),
@@ -307,13 +326,6 @@ fn ensure_token(cfg: &Resolved, pki: &ClusterPki) -> Result<Token, ServerError> 
             Token::parse(&t).map_err(|e| ServerError::Token(format!("--token is not usable: {e}")))
         })
         .transpose()?;
-    if let Some(t) = &given
-        && !t.matches_ca(ca)
-    {
-        return Err(ServerError::Token(
-            "--token pins a different cluster CA than the one in this data directory".into(),
-        ));
-    }
     let existing =
         match std::fs::read_to_string(&path) {
             Ok(s) => Some(Token::parse(&s).map_err(|e| {
@@ -336,10 +348,51 @@ fn ensure_token(cfg: &Resolved, pki: &ClusterPki) -> Result<Token, ServerError> 
         )));
     }
     let password = given
+        .clone()
         .or(existing)
         .map(|t| t.password)
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
-    let token = Token::server(ca, &password);
+    Ok((given, password))
+}
+
+/// Load the cluster's identity from the datastore when another server stored it (same token),
+/// refuse a datastore that belongs to a cluster with another token. Returns whether it was there.
+async fn join_cluster_identity(
+    api: &apiserver::ApiState,
+    tls_dir: &Path,
+    password: &str,
+) -> Result<bool, ServerError> {
+    match api.bootstrap_data(&pki::bootstrap::storage_key(password)).await? {
+        Some(sealed) => {
+            let written = pki::bootstrap::restore(tls_dir, password, &sealed).map_err(|e| ServerError::Token(e.to_string()))?;
+            if !written.is_empty() {
+                tracing::info!(files = ?written, "joined the cluster: loaded its certificate authorities from the datastore");
+            }
+            Ok(true)
+        }
+        None if api.has_bootstrap_data().await? => Err(ServerError::Token(
+            "the datastore belongs to a cluster created with a different token; start this server with that cluster's --token".into(),
+        )),
+        None => Ok(false),
+    }
+}
+
+/// Write `<data-dir>/server/token` and `node-token` in the secure format.
+fn write_token(
+    cfg: &Resolved,
+    pki: &ClusterPki,
+    given: Option<&Token>,
+    password: &str,
+) -> Result<Token, ServerError> {
+    let ca = pki.server_ca.cert_pem.as_bytes();
+    if let Some(t) = given
+        && !t.matches_ca(ca)
+    {
+        return Err(ServerError::Token(
+            "--token pins a different cluster CA than this cluster's".into(),
+        ));
+    }
+    let token = Token::server(ca, password);
     let text = format!("{token}\n");
     for name in ["token", "node-token"] {
         let p = cfg.server_dir().join(name);

@@ -811,3 +811,72 @@ fn custom_resources_are_served_validated_and_removed() {
         .status
         .success()));
 }
+
+#[test]
+fn objects_survive_a_restart() {
+    let mut s = Server::start(&[]);
+    {
+        let kc = Kc::new(&s);
+        kc.ok(&["create", "namespace", "keep"]);
+        kc.ok(&[
+            "-n",
+            "keep",
+            "create",
+            "configmap",
+            "c",
+            "--from-literal=a=1",
+        ]);
+        kc.ok(&[
+            "-n",
+            "keep",
+            "create",
+            "service",
+            "nodeport",
+            "np",
+            "--tcp=80:8080",
+        ]);
+    }
+    let port_before = Kc::new(&s).ok(&[
+        "-n",
+        "keep",
+        "get",
+        "svc",
+        "np",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}",
+    ]);
+    assert!(s.terminate().success());
+    s.spawn(&[]);
+    let kc = Kc::new(&s);
+    assert_eq!(
+        kc.ok(&["-n", "keep", "get", "cm", "c", "-o", "jsonpath={.data.a}"]),
+        "1"
+    );
+    assert_eq!(
+        kc.ok(&[
+            "-n",
+            "keep",
+            "get",
+            "svc",
+            "np",
+            "-o",
+            "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}"
+        ]),
+        port_before
+    );
+    // The allocation survived too: the same node port cannot be taken again.
+    let np = port_before.split_whitespace().nth(1).unwrap();
+    assert!(
+        kc.fails(&[
+            "-n",
+            "keep",
+            "create",
+            "service",
+            "nodeport",
+            "np2",
+            "--tcp=81:8080",
+            &format!("--node-port={np}")
+        ])
+        .contains("already allocated")
+    );
+}

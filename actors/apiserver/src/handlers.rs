@@ -725,7 +725,15 @@ pub async fn create_as(ctx: &Ctx<'_>, mut obj: Value, mode: Write) -> Result<Val
         }
         return Ok(obj);
     }
-    let allocated = if ctx.r.group.is_empty() && ctx.r.kind == "Service" {
+    let is_service = ctx.r.group.is_empty() && ctx.r.kind == "Service";
+    if is_service && ctx.store().get(&ctx.key(&name)).await?.is_some() {
+        // Checked before reserving addresses, so an existing Service never makes its own IP look taken.
+        return Err(ApiError::AlreadyExists {
+            resource: ctx.qualified(),
+            name,
+        });
+    }
+    let allocated = if is_service {
         services::allocate(ctx.s, &mut obj, None)
             .await
             .map_err(|causes| invalid(ctx, &name, causes))?

@@ -80,6 +80,30 @@ impl ApiState {
         self.store.backend().close().await;
     }
 
+    /// The sealed cluster identity stored under `key`, if any (see `pki::bootstrap`).
+    pub async fn bootstrap_data(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Ok(self
+            .store
+            .backend()
+            .get(key, None)
+            .await?
+            .map(|kv| kv.value.to_vec()))
+    }
+
+    /// Whether any cluster identity is stored (under any token).
+    pub async fn has_bootstrap_data(&self) -> Result<bool, ApiError> {
+        Ok(self.store.backend().count("/bootstrap/").await?.0 > 0)
+    }
+
+    /// Store the sealed cluster identity under `key`; `false` when another server was first.
+    pub async fn put_bootstrap_data(&self, key: &str, sealed: Vec<u8>) -> Result<bool, ApiError> {
+        match self.store.backend().create(key, sealed.into(), None).await {
+            Ok(_) => Ok(true),
+            Err(datastore::StoreError::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// State over an opened datastore.
     pub fn new(backend: Arc<dyn Backend>, config: ApiConfig) -> Self {
         ApiState {

@@ -4,6 +4,7 @@
 //! and the service-account key: generated on first start, reused after, leaves renewed when they
 //! near expiry. Other components never read these files themselves; they get PEM from here.
 
+pub mod bootstrap;
 pub mod certs;
 
 pub use certs::{Ca, CertInfo, ClusterPki, Leaf, PkiError, ServingNames, Usage, ensure};
