@@ -400,6 +400,37 @@ pub async fn list_items(ctx: &Ctx<'_>) -> Result<(Vec<Value>, Revision, Option<S
                 .map_err(|_| ApiError::BadRequest(format!("invalid resource version {rv:?}")))?,
         );
     }
+    if at.is_none() {
+        // Served from the watch cache unless an exact revision or a later page was asked for.
+        let consistent = ctx.q.get("resourceVersion").is_none();
+        let root = store::prefix(&ctx.r, None);
+        if let Some((all, rev)) = ctx
+            .s
+            .cache
+            .list(ctx.store(), &root, &prefix, consistent)
+            .await?
+        {
+            let mut items: Vec<Value> = all
+                .into_iter()
+                .filter(|o| selected(o, &labels, &fields))
+                .collect();
+            let cont = match limit {
+                Some(l) if items.len() > l => {
+                    items.truncate(l);
+                    let last = items.last().map(|o| {
+                        store::key(
+                            &ctx.r,
+                            meta_str(o, "namespace"),
+                            meta_str(o, "name").unwrap_or_default(),
+                        )
+                    });
+                    last.map(|after| encode_continue(&Continue { rv: rev, after }))
+                }
+                _ => None,
+            };
+            return Ok((items, rev, cont));
+        }
+    }
     let mut items = Vec::new();
     loop {
         let want = limit.map_or(0, |l| (l - items.len()).max(1));

@@ -7,6 +7,7 @@
 
 mod admission;
 mod apply;
+mod cache;
 mod crd;
 mod discovery;
 mod error;
@@ -47,6 +48,7 @@ pub struct ApiConfig {
 #[derive(Clone, Debug)]
 pub struct ApiState {
     store: store::ObjectStore,
+    cache: cache::WatchCache,
     catalogue: Catalogue,
     config: Arc<ApiConfig>,
 }
@@ -108,6 +110,7 @@ impl ApiState {
     pub fn new(backend: Arc<dyn Backend>, config: ApiConfig) -> Self {
         ApiState {
             store: store::ObjectStore::new(backend),
+            cache: cache::WatchCache::default(),
             catalogue: Catalogue::default(),
             config: Arc::new(config),
         }

@@ -34,6 +34,23 @@ pub enum Change {
 #[derive(Clone)]
 pub struct ObjectStore {
     backend: Arc<dyn Backend>,
+    /// Revision of the latest write this server made, per resource root (for consistent reads
+    /// from the watch cache).
+    last_writes: Arc<parking_lot::Mutex<std::collections::HashMap<String, Revision>>>,
+}
+
+/// The resource root of a key: `/registry/<group>/<plural>/`.
+fn root_of(key: &str) -> &str {
+    let mut slashes = 0;
+    for (i, b) in key.bytes().enumerate() {
+        if b == b'/' {
+            slashes += 1;
+            if slashes == 4 {
+                return &key[..=i];
+            }
+        }
+    }
+    key
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -92,7 +109,21 @@ pub struct Page {
 impl ObjectStore {
     /// Over `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        ObjectStore { backend }
+        ObjectStore {
+            backend,
+            last_writes: Arc::default(),
+        }
+    }
+
+    fn note_write(&self, key: &str, rev: Revision) {
+        let mut w = self.last_writes.lock();
+        let e = w.entry(root_of(key).to_owned()).or_default();
+        *e = (*e).max(rev);
+    }
+
+    /// The revision of the latest write this server made under a resource root.
+    pub fn last_write(&self, root: &str) -> Revision {
+        self.last_writes.lock().get(root).copied().unwrap_or(0)
     }
 
     /// The raw backend (for allocation keys).
@@ -117,6 +148,7 @@ impl ObjectStore {
     ) -> Result<Option<Value>, ApiError> {
         match self.backend.create(key, encode(obj), ttl).await {
             Ok(rev) => {
+                self.note_write(key, rev);
                 let mut out = obj.clone();
                 set_rv(&mut out, rev);
                 Ok(Some(out))
@@ -135,6 +167,7 @@ impl ObjectStore {
     ) -> Result<Option<Value>, ApiError> {
         match self.backend.update(key, expected, encode(obj), None).await {
             Ok(rev) => {
+                self.note_write(key, rev);
                 let mut out = obj.clone();
                 set_rv(&mut out, rev);
                 Ok(Some(out))
@@ -148,6 +181,7 @@ impl ObjectStore {
     pub async fn delete(&self, key: &str, expected: Revision) -> Result<Option<Value>, ApiError> {
         match self.backend.delete(key, Some(expected)).await {
             Ok((kv, rev)) => {
+                self.note_write(key, rev);
                 let mut v = decode(&kv)?;
                 set_rv(&mut v, rev);
                 Ok(Some(v))

@@ -33,42 +33,74 @@ pub async fn serve(ctx: &Ctx<'_>, shape: Shape) -> Result<Response, ApiError> {
         .number("timeoutSeconds")?
         .filter(|t| *t > 0)
         .map_or(MAX_WATCH, |t| Duration::from_secs(t as u64));
-    let (initial, from) = match rv.as_deref() {
-        None | Some("0") => {
-            let mut q = ctx.q.clone();
-            // The initial state is the full matching list, not a page.
-            q = strip_limit(q);
-            let sub = Ctx {
-                s: ctx.s,
-                r: ctx.r.clone(),
-                ns: ctx.ns.clone(),
-                q,
-                user: ctx.user,
-            };
-            let (items, rev, _) = list_items(&sub).await?;
-            (items, rev)
+    let after = match rv.as_deref() {
+        None | Some("0") => None,
+        Some(_) if send_initial => None,
+        Some(n) => Some(
+            n.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resource version {n:?}")))?,
+        ),
+    };
+    let root = store::prefix(&ctx.r, None);
+    let prefix = store::prefix(&ctx.r, ctx.ns.as_deref());
+    let (initial, from, stream) = match ctx
+        .s
+        .cache
+        .subscribe(&ctx.s.store, &root, &prefix, after)
+        .await?
+    {
+        Some(sub) => {
+            let from = sub.revision;
+            let backlog = futures::stream::iter(
+                sub.backlog
+                    .into_iter()
+                    .map(|e| Ok((e.change.clone(), e.revision))),
+            );
+            let prefix = prefix.clone();
+            let live = futures::stream::unfold(sub.live, move |mut rx| {
+                let prefix = prefix.clone();
+                async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(e) if e.revision <= from || !e.key.starts_with(&prefix) => continue,
+                            Ok(e) => return Some((Ok((e.change.clone(), e.revision)), rx)),
+                            Err(_) => {
+                                // Lagged or the cache relisted: the client must resume or relist.
+                                return Some((
+                                    Err(ApiError::Gone(format!(
+                                        "too old resource version: {from}"
+                                    ))),
+                                    rx,
+                                ));
+                            }
+                        }
+                    }
+                }
+            });
+            (sub.initial, from, Ok(backlog.chain(live).boxed()))
         }
-        Some(n) => {
-            let rev: i64 = n
-                .parse()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resource version {n:?}")))?;
-            if send_initial {
-                let sub = Ctx {
-                    s: ctx.s,
-                    r: ctx.r.clone(),
-                    ns: ctx.ns.clone(),
-                    q: strip_limit(ctx.q.clone()),
-                    user: ctx.user,
-                };
-                let (items, rev, _) = list_items(&sub).await?;
-                (items, rev)
-            } else {
-                (Vec::new(), rev)
-            }
+        None => {
+            let (initial, from) = match after {
+                None => {
+                    let sub = Ctx {
+                        s: ctx.s,
+                        r: ctx.r.clone(),
+                        ns: ctx.ns.clone(),
+                        q: strip_limit(ctx.q.clone()),
+                        user: ctx.user,
+                    };
+                    let (items, rev, _) = list_items(&sub).await?;
+                    (items, rev)
+                }
+                Some(n) => (Vec::new(), n),
+            };
+            (initial, from, ctx.s.store.watch(&prefix, from).await)
         }
     };
-    let prefix = store::prefix(&ctx.r, ctx.ns.as_deref());
-    let stream = ctx.s.store.watch(&prefix, from).await;
+    let initial: Vec<Value> = initial
+        .into_iter()
+        .filter(|o| selected(o, &labels, &fields))
+        .collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     let encoder = Encoder {
         shape,
