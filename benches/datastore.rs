@@ -13,13 +13,22 @@
 //! `DATASTORE_BENCH_DIR` chooses where the database files go (default: a temporary directory;
 //! use a real disk, not tmpfs, or fsync costs nothing). `DATASTORE_BENCH_ONLY=writes,reads,watch,
 //! memory,size` runs a subset.
+//!
+//! The same workloads (all but `memory`, which measures this process) also run against each
+//! external datastore whose test variable is set, one section per backend, for a side-by-side
+//! comparison with etcd: `K3S_TEST_POSTGRES`, `K3S_TEST_MYSQL` (each workload in a fresh database
+//! `k3s_bench_<workload>_<pid>`, dropped afterwards) and `K3S_TEST_ETCD` (a fresh key namespace;
+//! the `size` workload compacts the whole etcd). `DATASTORE_BENCH_BACKENDS=sqlite,postgres,mysql,
+//! etcd` selects backends.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use datastore::{Backend, Event, SqliteBackend, StoreOptions};
+use datastore::etcd::{EtcdBackend, EtcdOptions};
+use datastore::sql::{SqlBackend, SqlOptions, TlsFiles};
+use datastore::{Backend, DbUrl, Endpoint, Event, SqliteBackend, StoreOptions};
 use futures::StreamExt;
 use tempfile::TempDir;
 
@@ -38,27 +47,163 @@ async fn run() {
         Some(b) => tempfile::tempdir_in(b).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    println!(
-        "datastore benchmark (sqlite, synchronous=FULL) in {}",
-        dir.path().display()
-    );
     let only = std::env::var("DATASTORE_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
-    if run("writes") {
-        writes(&dir).await;
+    for target in targets(&dir) {
+        println!("== {}", target.describe());
+        if run("writes") {
+            writes(&target).await;
+        }
+        if run("reads") {
+            reads(&target).await;
+        }
+        if run("watch") {
+            watch_latency(&target, 1000, 100).await;
+            watch_latency(&target, 1000, 1000).await;
+        }
+        if run("memory") && matches!(target, Target::Sqlite(_)) {
+            memory(&target).await;
+        }
+        if run("size") {
+            file_size(&target).await;
+        }
     }
-    if run("reads") {
-        reads(&dir).await;
+}
+
+/// A backend to benchmark.
+enum Target<'a> {
+    Sqlite(&'a TempDir),
+    Postgres(DbUrl),
+    Mysql(DbUrl),
+    Etcd(Vec<String>),
+}
+
+/// SQLite, plus every external datastore whose test variable is set (filtered by
+/// `DATASTORE_BENCH_BACKENDS`).
+fn targets(dir: &TempDir) -> Vec<Target<'_>> {
+    let wanted = std::env::var("DATASTORE_BENCH_BACKENDS").unwrap_or_default();
+    let want = |name: &str| wanted.is_empty() || wanted.split(',').any(|w| w == name);
+    let parse = |var: &str| {
+        let url = std::env::var(var).ok().filter(|u| !u.is_empty())?;
+        Some(datastore::parse_endpoint(&url, dir.path()).unwrap())
+    };
+    let mut out = Vec::new();
+    if want("sqlite") {
+        out.push(Target::Sqlite(dir));
     }
-    if run("watch") {
-        watch_latency(&dir, 1000, 100).await;
-        watch_latency(&dir, 1000, 1000).await;
+    if want("postgres")
+        && let Some(Endpoint::Postgres(u)) = parse("K3S_TEST_POSTGRES")
+    {
+        out.push(Target::Postgres(u));
     }
-    if run("memory") {
-        memory(&dir).await;
+    if want("mysql")
+        && let Some(Endpoint::Mysql(u)) = parse("K3S_TEST_MYSQL")
+    {
+        out.push(Target::Mysql(u));
     }
-    if run("size") {
-        file_size(&dir).await;
+    if want("etcd")
+        && let Some(Endpoint::Etcd { endpoints }) = parse("K3S_TEST_ETCD")
+    {
+        out.push(Target::Etcd(endpoints));
+    }
+    out
+}
+
+impl Target<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(dir) => format!("sqlite (synchronous=FULL) in {}", dir.path().display()),
+            Target::Postgres(u) => format!("postgres://{u}"),
+            Target::Mysql(u) => format!("mysql://{u}"),
+            Target::Etcd(e) => format!("etcd {}", e.join(",")),
+        }
+    }
+
+    /// A fresh, empty store for workload `name`.
+    async fn open(&self, name: &str) -> Arc<dyn Backend> {
+        let db = |u: &DbUrl| {
+            let mut u = u.clone();
+            u.database = format!(
+                "k3s_bench_{}_{}",
+                name.replace('-', "_"),
+                std::process::id()
+            );
+            u
+        };
+        let tls = TlsFiles::default();
+        match self {
+            Target::Sqlite(dir) => {
+                let path = dir.path().join(name).join("state.db");
+                Arc::new(SqliteBackend::open(&path, options()).await.unwrap())
+            }
+            Target::Postgres(u) => Arc::new(
+                SqlBackend::open_postgres(&db(u), &options(), &SqlOptions::default(), &tls)
+                    .await
+                    .unwrap(),
+            ),
+            Target::Mysql(u) => Arc::new(
+                SqlBackend::open_mysql(&db(u), &options(), &SqlOptions::default(), &tls)
+                    .await
+                    .unwrap(),
+            ),
+            Target::Etcd(endpoints) => {
+                let etcd = EtcdOptions {
+                    namespace: format!("/k3s-bench/{name}-{}", std::process::id()),
+                    ..EtcdOptions::default()
+                };
+                Arc::new(
+                    EtcdBackend::connect(endpoints, &options(), &etcd, &tls)
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    }
+
+    /// Closes `s` and removes what workload `name` left behind (the SQL database; etcd keys are
+    /// left to the next compaction of the benchmark's etcd).
+    async fn finish(&self, s: Arc<dyn Backend>, name: &str) {
+        s.close().await;
+        let name = format!(
+            "k3s_bench_{}_{}",
+            name.replace('-', "_"),
+            std::process::id()
+        );
+        use sqlx::Executor;
+        match self {
+            Target::Postgres(u) => {
+                let mut o = sqlx::postgres::PgConnectOptions::new_without_pgpass()
+                    .host(&u.host)
+                    .port(u.port.unwrap_or(5432))
+                    .database(&u.database);
+                if let Some(user) = &u.user {
+                    o = o.username(user);
+                }
+                if let Some(pw) = &u.password {
+                    o = o.password(pw.expose());
+                }
+                let p = sqlx::PgPool::connect_with(o).await.unwrap();
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                p.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+                p.close().await;
+            }
+            Target::Mysql(u) => {
+                let mut o = sqlx::mysql::MySqlConnectOptions::new()
+                    .host(&u.host)
+                    .port(u.port.unwrap_or(3306));
+                if let Some(user) = &u.user {
+                    o = o.username(user);
+                }
+                if let Some(pw) = &u.password {
+                    o = o.password(pw.expose());
+                }
+                let p = sqlx::MySqlPool::connect_with(o).await.unwrap();
+                let sql = format!("DROP DATABASE IF EXISTS `{name}`");
+                p.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+                p.close().await;
+            }
+            Target::Sqlite(_) | Target::Etcd(_) => {}
+        }
     }
 }
 
@@ -67,11 +212,6 @@ fn options() -> StoreOptions {
     // Benchmarks compact explicitly.
     o.compaction.interval = None;
     o
-}
-
-async fn open(dir: &TempDir, name: &str) -> Arc<SqliteBackend> {
-    let path = dir.path().join(name).join("state.db");
-    Arc::new(SqliteBackend::open(&path, options()).await.unwrap())
 }
 
 fn value(len: usize, seed: usize) -> Bytes {
@@ -117,10 +257,11 @@ where
     (tasks * per_task) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn writes(dir: &TempDir) {
+async fn writes(target: &Target<'_>) {
     const VALUE: usize = 1024;
     for (tasks, per_task) in [(1usize, 1000usize), (64, 300)] {
-        let s = open(dir, &format!("writes-{tasks}")).await;
+        let name = format!("writes-{tasks}");
+        let s = target.open(&name).await;
         let st = s.clone();
         let creates = throughput(tasks, per_task, move |t, i| {
             let s = st.clone();
@@ -147,13 +288,13 @@ async fn writes(dir: &TempDir) {
         println!(
             "writes, {tasks:>2} writer(s), 1 KiB values: {creates:>8.0} creates/s, {updates:>8.0} updates/s (update = get + CAS update)"
         );
-        s.close().await;
+        target.finish(s, &name).await;
     }
 }
 
-async fn reads(dir: &TempDir) {
+async fn reads(target: &Target<'_>) {
     const KEYS: usize = 10_000;
-    let s = open(dir, "reads").await;
+    let s = target.open("reads").await;
     let st = s.clone();
     throughput(64, KEYS / 64 + 1, move |t, i| {
         let s = st.clone();
@@ -235,14 +376,15 @@ async fn reads(dir: &TempDir) {
     let t = Instant::now();
     let (n, _) = s.count("/registry/pods/").await.unwrap();
     println!("count 10,000 keys: {} (n={n})", ms(t.elapsed()));
-    s.close().await;
+    target.finish(s, "reads").await;
 }
 
 /// `watchers` watchers on one prefix; one writer updates a key `rate` times per second for 3 s.
 /// Latency is measured from the write being acknowledged to each watcher receiving the event
 /// (and, in brackets, from the write being submitted, which adds the commit's fsync).
-async fn watch_latency(dir: &TempDir, watchers: usize, rate: u64) {
-    let s = open(dir, &format!("watch-{rate}")).await;
+async fn watch_latency(target: &Target<'_>, watchers: usize, rate: u64) {
+    let name = format!("watch-{rate}");
+    let s = target.open(&name).await;
     let writes = (rate * 3) as usize;
     let mut rev = s.create("/watch/key", value(512, 0), None).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(i64, Instant)>>();
@@ -298,7 +440,7 @@ async fn watch_latency(dir: &TempDir, watchers: usize, rate: u64) {
         ms(pct(&from_submit, 0.5)),
         ms(pct(&from_submit, 0.99)),
     );
-    s.close().await;
+    target.finish(s, &name).await;
 }
 
 /// (anonymous, file-backed) resident KiB. File-backed pages are the memory-mapped database:
@@ -315,10 +457,10 @@ fn rss_kib() -> (u64, u64) {
     (field("RssAnon:"), field("RssFile:"))
 }
 
-async fn memory(dir: &TempDir) {
+async fn memory(target: &Target<'_>) {
     const KEYS: usize = 100_000;
     let before = rss_kib();
-    let s = open(dir, "memory").await;
+    let s = target.open("memory").await;
     let st = s.clone();
     let start = Instant::now();
     throughput(64, KEYS / 64 + 1, move |t, i| {
@@ -357,14 +499,14 @@ async fn memory(dir: &TempDir) {
         after.0.saturating_sub(before.0) / 1024,
         after.1.saturating_sub(before.1) / 1024,
     );
-    s.close().await;
+    target.finish(s, "memory").await;
 }
 
-async fn file_size(dir: &TempDir) {
+async fn file_size(target: &Target<'_>) {
     const KEYS: usize = 1000;
     const UPDATES: usize = 200_000;
     const VALUE: usize = 1024;
-    let s = open(dir, "size").await;
+    let s = target.open("size").await;
     for k in 0..KEYS {
         s.create(&format!("/size/{k:04}"), value(VALUE, k), None)
             .await
@@ -388,24 +530,16 @@ async fn file_size(dir: &TempDir) {
     let load = start.elapsed();
     let before = s.db_size().await.unwrap();
     let head = s.current_revision().await.unwrap();
-    // A writer keeps going during compaction: how long does it wait?
+    // A writer keeps going during compaction: how long does it wait? Baseline first (same
+    // writer, same store, no compaction), since the machine's own fsync latency varies.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let probe = {
-        let (s, stop) = (s.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut rev = s.create("/probe", value(VALUE, 0), None).await.unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let t = Instant::now();
-                rev = s
-                    .update("/probe", rev, value(VALUE, 1), None)
-                    .await
-                    .unwrap();
-                lat.push(t.elapsed());
-            }
-            lat
-        })
-    };
+    let baseline = probe(&s, "/probe-baseline", &stop);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut base = baseline.await.unwrap();
+    base.sort();
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let probe = probe(&s, "/probe", &stop);
     let t = Instant::now();
     s.compact(head).await.unwrap();
     let compaction = t.elapsed();
@@ -423,11 +557,34 @@ async fn file_size(dir: &TempDir) {
         compaction.as_secs_f64(),
     );
     println!(
-        "write latency during that compaction ({} writes): p50 {} p99 {} max {}",
+        "write latency of one writer during that compaction ({} writes): p50 {} p99 {} max {} [same writer without compaction ({} writes): p50 {} p99 {} max {}]",
         lat.len(),
         ms(pct(&lat, 0.5)),
         ms(pct(&lat, 0.99)),
         ms(pct(&lat, 1.0)),
+        base.len(),
+        ms(pct(&base, 0.5)),
+        ms(pct(&base, 0.99)),
+        ms(pct(&base, 1.0)),
     );
-    s.close().await;
+    target.finish(s, "size").await;
+}
+
+/// One writer updating `key` in a loop until `stop`; returns each update's latency.
+fn probe(
+    s: &Arc<dyn Backend>,
+    key: &'static str,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Duration>> {
+    let (s, stop) = (s.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut lat = Vec::new();
+        let mut rev = s.create(key, value(1024, 0), None).await.unwrap();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            rev = s.update(key, rev, value(1024, 1), None).await.unwrap();
+            lat.push(t.elapsed());
+        }
+        lat
+    })
 }

@@ -3,11 +3,11 @@
 //!
 //! - [`Backend`] is the contract (see [`backend`] for the guarantees every implementation gives).
 //! - [`open`] turns a parsed [`Endpoint`] (from [`parse_endpoint`], K3s' `--datastore-endpoint`)
-//!   into a running backend. Today: embedded SQLite ([`SqliteBackend`]); PostgreSQL, MySQL and
-//!   etcd endpoints parse but return [`StoreError::Unsupported`].
+//!   into a running backend: embedded SQLite ([`SqliteBackend`]), PostgreSQL and MySQL/MariaDB
+//!   ([`sql::SqlBackend`]), or etcd 3 ([`etcd::EtcdBackend`]).
 //! - [`watch::WatchHub`] is the backend-neutral fan-out of committed events: the SQLite writer
-//!   feeds it after each commit, and a future external-database backend will feed it from a poller
-//!   of the revision high-water mark (so servers sharing a database see each other's writes).
+//!   feeds it after each commit, and the PostgreSQL/MySQL backend feeds it from a poller of the
+//!   revision high-water mark (so servers sharing a database see each other's writes).
 //! - `conformance` (with the `conformance` feature) is the suite every backend must pass.
 
 pub mod backend;
@@ -15,7 +15,9 @@ pub mod backend;
 pub mod conformance;
 pub mod endpoint;
 pub mod error;
+pub mod etcd;
 pub mod options;
+pub mod sql;
 pub mod sqlite;
 pub mod types;
 pub mod watch;
@@ -38,8 +40,17 @@ pub async fn open(
         Endpoint::Sqlite { path, .. } => {
             Ok(Arc::new(SqliteBackend::open(path, opts.clone()).await?))
         }
-        Endpoint::Postgres(_) => Err(StoreError::Unsupported { kind: "postgres" }),
-        Endpoint::Mysql(_) => Err(StoreError::Unsupported { kind: "mysql" }),
-        Endpoint::Etcd { .. } => Err(StoreError::Unsupported { kind: "etcd" }),
+        Endpoint::Postgres(url) => Ok(Arc::new(
+            sql::SqlBackend::open_postgres(url, opts, &Default::default(), &Default::default())
+                .await?,
+        )),
+        Endpoint::Mysql(url) => Ok(Arc::new(
+            sql::SqlBackend::open_mysql(url, opts, &Default::default(), &Default::default())
+                .await?,
+        )),
+        Endpoint::Etcd { endpoints } => Ok(Arc::new(
+            etcd::EtcdBackend::connect(endpoints, opts, &Default::default(), &Default::default())
+                .await?,
+        )),
     }
 }

@@ -24,7 +24,8 @@ pub struct CompactionOptions {
     pub min_retain_revisions: i64,
     /// Never compact revisions written less than this long ago (measured while the store runs).
     pub retain_for: Duration,
-    /// Revisions processed per write transaction, so writers are never blocked for long.
+    /// Most revisions compacted per write transaction. The store adapts the actual step size to
+    /// the disk (about 10 ms per step, commit included), so writers are never blocked for long.
     pub batch_revisions: i64,
 }
 

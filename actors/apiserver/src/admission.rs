@@ -279,8 +279,9 @@ fn name_is_label(group: &str, kind: &str) -> bool {
     matches!((group, kind), ("", "Namespace" | "Service"))
 }
 
-/// Validate an object of `kind`; an empty result means valid.
-pub fn validate(group: &str, kind: &str, o: &Value) -> Vec<Cause> {
+/// Validate what every object has (its name and labels); custom resources get only this plus
+/// their schema.
+pub fn validate_meta(group: &str, kind: &str, o: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let name = o
         .pointer("/metadata/name")
@@ -303,6 +304,12 @@ pub fn validate(group: &str, kind: &str, o: &Value) -> Vec<Cause> {
         causes.push(Cause::invalid("metadata.name", &json!(name), SUBDOMAIN_MSG));
     }
     validate_labels(o, &mut causes);
+    causes
+}
+
+/// Validate an object of `kind`; an empty result means valid.
+pub fn validate(group: &str, kind: &str, o: &Value) -> Vec<Cause> {
+    let mut causes = validate_meta(group, kind, o);
     match (group, kind) {
         ("", "Pod") => validate_pod_spec(o.get("spec"), "spec", &mut causes),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {

@@ -494,6 +494,13 @@ async fn list(ctx: &Ctx<'_>, shape: Shape) -> Result<Response, ApiError> {
 }
 
 fn check_type(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
+    // A patch can turn the object into anything (`[{"op":"replace","path":"","value":1}]`).
+    if !obj.is_object() {
+        return Err(ApiError::BadRequest(format!(
+            "the object to store must be a JSON object, not {}",
+            json_type(obj)
+        )));
+    }
     let want_av = ctx.r.api_version();
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -530,6 +537,17 @@ fn check_type(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
         meta.remove("namespace");
     }
     Ok(())
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn group_of(api_version: &str) -> &str {
@@ -597,7 +615,8 @@ fn invalid(ctx: &Ctx<'_>, name: &str, causes: Vec<Cause>) -> ApiError {
 fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
     match &ctx.r.custom {
         Some(version) => {
-            let causes = crd::default_and_validate(version, obj);
+            let mut causes = admission::validate_meta(&ctx.r.group, &ctx.r.kind, obj);
+            causes.extend(crd::default_and_validate(version, obj));
             let name = meta_str(obj, "name").unwrap_or_default().to_owned();
             if !causes.is_empty() {
                 return Err(invalid(ctx, &name, causes));

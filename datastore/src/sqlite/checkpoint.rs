@@ -4,12 +4,14 @@
 //! SQLite's automatic checkpoint runs inside the committing connection, which here is the single
 //! writer: every few MB of WAL one commit would also copy the WAL into the database and fsync it,
 //! a latency spike for every queued writer. A `PASSIVE` checkpoint from another connection runs
-//! concurrently with the writer instead (it never takes the write lock). The writer keeps a high
-//! automatic-checkpoint threshold only as a safety net should this thread fall behind.
+//! concurrently with the writer instead (it never takes the write lock), so when the writer's own
+//! automatic checkpoint fires (it must, for the WAL to restart from its beginning while writes
+//! keep coming) almost everything has already been copied.
 //!
-//! The writer wakes this thread after commits (coalesced through [`Shared::checkpoint_pending`]);
-//! compaction asks it for a `TRUNCATE` checkpoint, which also shrinks the WAL file and applies
-//! the file truncation done by incremental vacuum.
+//! The writer wakes this thread after commits (coalesced through [`Shared::checkpoint_pending`]).
+//! After compaction it is asked to catch up; the writer then runs a `TRUNCATE` checkpoint itself
+//! (it cannot lose a race for the write lock against itself), which shrinks the WAL file and
+//! applies the file truncation done by incremental vacuum.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,27 +22,21 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::Shared;
-use super::schema::db_err;
-use crate::error::StoreError;
 
 /// Messages to the checkpointer.
 #[derive(Debug)]
 pub(crate) enum CheckpointMsg {
     /// Commits happened; checkpoint soon.
     Committed,
-    /// Checkpoint everything and truncate the WAL; replies whether it completed (it does not
-    /// when readers still use old frames).
-    Truncate {
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
+    /// Copy every committed frame now (without the write lock); replies when done, so that the
+    /// writer's following `TRUNCATE` checkpoint has only a short tail left.
+    CatchUp { reply: oneshot::Sender<()> },
     /// Exit (the store is closing; the writer closes last and checkpoints then).
     Stop,
 }
 
 /// At most one passive checkpoint per this interval: commits in between are coalesced.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
-/// Longest wait of a TRUNCATE checkpoint for readers (and for the writer's transaction).
-const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
 /// Passive checkpoint even without a wake-up this often (cheap when there is nothing to copy).
 const IDLE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -71,9 +67,9 @@ impl Checkpointer {
                     self.passive();
                     last = Instant::now();
                 }
-                Ok(CheckpointMsg::Truncate { reply }) => {
-                    let r = self.truncate().map_err(|e| db_err(&self.path, e));
-                    let _ = reply.send(r);
+                Ok(CheckpointMsg::CatchUp { reply }) => {
+                    self.passive();
+                    let _ = reply.send(());
                     last = Instant::now();
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {
@@ -92,22 +88,5 @@ impl Checkpointer {
         if let Err(e) = r {
             tracing::warn!(error = %e, "passive WAL checkpoint failed");
         }
-    }
-
-    fn truncate(&self) -> rusqlite::Result<bool> {
-        // While it waits for readers of old frames, a TRUNCATE checkpoint holds the write lock;
-        // bound that wait so the writer is never stalled for long (it is retried next time).
-        self.conn.busy_timeout(TRUNCATE_WAIT)?;
-        let busy = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                r.get::<_, i64>(0)
-            });
-        self.conn.busy_timeout(Duration::from_secs(5))?;
-        let busy = busy?;
-        if busy != 0 {
-            tracing::debug!("WAL truncation postponed: readers still use old frames");
-        }
-        Ok(busy == 0)
     }
 }

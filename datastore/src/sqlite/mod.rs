@@ -251,13 +251,15 @@ impl Inner {
                 break;
             }
         }
-        // Copy everything into the main file, truncate the WAL, and let the file shrink.
+        // Copy everything into the main file (the checkpointer, concurrently with writers), then
+        // truncate the WAL, which also lets the file shrink (the writer: a short tail is left).
         let (reply, rx) = oneshot::channel();
         self.checkpointer
-            .send_async(CheckpointMsg::Truncate { reply })
+            .send_async(CheckpointMsg::CatchUp { reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)??;
+        rx.await.map_err(|_| StoreError::Closed)?;
+        self.ask(|reply| WriterMsg::Truncate { reply }).await?;
         tracing::debug!(
             target,
             elapsed_ms = started.elapsed().as_millis(),

@@ -94,6 +94,11 @@ pub(crate) enum WriterMsg {
         first: bool,
         reply: oneshot::Sender<Result<i64, StoreError>>,
     },
+    /// Checkpoint the WAL completely and truncate it (after compaction); replies whether it
+    /// completed (it does not while readers still use old frames).
+    Truncate {
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// Finish the current batch and exit.
     Shutdown,
 }
@@ -101,8 +106,10 @@ pub(crate) enum WriterMsg {
 /// Pages returned to the file system per [`WriterMsg::Reclaim`] (1 MiB at the default page size).
 const RECLAIM_PAGES: i64 = 256;
 /// Revisions compacted per slice of a compaction step.
-const COMPACT_SLICE: i64 = 100;
-/// Time after which a compaction step stops taking slices and commits.
+const MIN_COMPACT_STEP: i64 = 10;
+/// Longest wait of a `TRUNCATE` checkpoint for readers of old WAL frames.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
+/// Target duration of one compaction step, commit included.
 const COMPACT_BUDGET: Duration = Duration::from_millis(10);
 /// Free pages tolerated before reclaiming (64 KiB at the default page size): freed pages are reused
 /// by later writes, so returning a handful to the file system would only cause churn.
@@ -158,6 +165,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     opts: SqliteOptions,
     batch_revisions: i64,
+    /// Revisions per compaction step, adapted to [`COMPACT_BUDGET`] (at most `batch_revisions`).
+    compact_step_revs: i64,
     /// Wakes the checkpointer after commits.
     checkpoint: flume::Sender<CheckpointMsg>,
 }
@@ -185,6 +194,7 @@ impl Writer {
             shared,
             opts: opts.sqlite.clone(),
             batch_revisions: opts.compaction.batch_revisions,
+            compact_step_revs: opts.compaction.batch_revisions.min(100),
             checkpoint,
         };
         w.next_expiry = w.load_next_expiry().map_err(|e| db_err(&w.path, e))?;
@@ -271,6 +281,10 @@ impl Writer {
             }
             WriterMsg::Reclaim { first, reply } => {
                 let r = self.reclaim(first).map_err(|e| db_err(&self.path, e));
+                let _ = reply.send(r);
+            }
+            WriterMsg::Truncate { reply } => {
+                let r = self.truncate().map_err(|e| db_err(&self.path, e));
                 let _ = reply.send(r);
             }
             // Handled by the batching loop.
@@ -375,7 +389,24 @@ impl Writer {
         }
     }
 
-    /// Compacts at most `batch_revisions` revisions towards `target`.
+    /// `PRAGMA wal_checkpoint(TRUNCATE)`, waiting at most [`TRUNCATE_WAIT`] for readers of old
+    /// frames (queued writers wait meanwhile; if readers stay, truncation waits for next time).
+    fn truncate(&mut self) -> rusqlite::Result<bool> {
+        self.conn.busy_timeout(TRUNCATE_WAIT)?;
+        let busy = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        self.conn.busy_timeout(Duration::from_secs(5))?;
+        let busy = busy?;
+        if busy != 0 {
+            tracing::debug!("WAL truncation postponed: readers still use old frames");
+        }
+        Ok(busy == 0)
+    }
+
+    /// Compacts one step (at most `batch_revisions` revisions) towards `target`.
     fn compact_step(&mut self, target: Revision) -> Result<Revision, StoreError> {
         if target > self.rev {
             return Err(StoreError::FutureRevision {
@@ -387,27 +418,26 @@ impl Writer {
             return Ok(self.compacted);
         }
         let from = self.compacted;
-        let limit = target.min(from.saturating_add(self.batch_revisions));
-        let deadline = std::time::Instant::now() + COMPACT_BUDGET;
-        let mut to = from;
+        let to = target.min(from.saturating_add(self.compact_step_revs));
+        let started = std::time::Instant::now();
         let r = (|| -> rusqlite::Result<()> {
             let txn = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Small slices until the time budget is spent, so queued writers wait briefly.
-            while to < limit {
-                let next = limit.min(to + COMPACT_SLICE);
-                compact_range(&txn, to, next)?;
-                to = next;
-                if std::time::Instant::now() >= deadline {
-                    break;
-                }
-            }
+            compact_range(&txn, from, to)?;
             txn.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'compacted'")?
                 .execute([to])?;
             txn.commit()
         })();
         r.map_err(|e| db_err(&self.path, e))?;
+        // Queued writers wait for a whole step, commit (fsync) included: adapt the step size so
+        // a step takes about COMPACT_BUDGET on this machine's disk.
+        let took = started.elapsed();
+        if took > COMPACT_BUDGET * 2 {
+            self.compact_step_revs = (self.compact_step_revs / 2).max(MIN_COMPACT_STEP);
+        } else if took < COMPACT_BUDGET / 2 {
+            self.compact_step_revs = (self.compact_step_revs * 2).min(self.batch_revisions);
+        }
         self.compacted = to;
         self.shared.compacted.store(to, Ordering::Release);
         Ok(to)
@@ -475,6 +505,9 @@ fn compact_range(txn: &Transaction<'_>, from: Revision, to: Revision) -> rusqlit
         }
         doomed
     };
+    let mut doomed = doomed;
+    // In table order: neighbouring rows share pages.
+    doomed.sort_unstable();
     let mut del = txn.prepare_cached("DELETE FROM log WHERE rev = ?1")?;
     for rev in doomed {
         del.execute([rev])?;
