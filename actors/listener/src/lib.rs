@@ -10,7 +10,7 @@
 mod routes;
 mod tls;
 
-pub use routes::{ListenerState, not_found, router, status};
+pub use routes::{ListenerState, router, status};
 pub use tls::{TlsError, server_config};
 
 use kernel::ServiceCtx;

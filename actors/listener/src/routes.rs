@@ -41,12 +41,6 @@ pub fn router(state: ListenerState, api: Router) -> Router {
         .layer(axum::middleware::from_fn(count_requests))
 }
 
-/// The fallback until the API server is mounted: a Kubernetes-style 404 for every path.
-pub fn not_found() -> Router {
-    Router::new()
-        .fallback(|uri: axum::http::Uri| async move { status(Status::path_not_found(uri.path())) })
-}
-
 async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let start = std::time::Instant::now();
     let method = req.method().as_str().to_owned();
