@@ -298,7 +298,7 @@ async fn patches_and_server_side_apply() {
     assert_eq!(containers.len(), 1);
     assert_eq!(containers[0].image.as_deref(), Some("nginx:1.27"));
     assert_eq!(containers[0].env.as_ref().unwrap()[0].name, "MODE");
-    // Strategic merge patch is refused for a ConfigMap? No: it is a built-in kind, so it works.
+    // Strategic merge patch works on every built-in kind (ConfigMaps too).
     cms.patch(
         "cm",
         &PatchParams::default(),
@@ -401,8 +401,7 @@ async fn patches_and_server_side_apply() {
             .as_deref(),
         Some("busybox")
     );
-    // Apply without a field manager is refused by kube itself; an apply with a mismatched name
-    // is a 400 from the server.
+    // An apply whose body names another object is a 400.
     let (code, reason, _) = api_error(
         deps.patch(
             "ssa",

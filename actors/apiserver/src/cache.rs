@@ -226,6 +226,10 @@ async fn feed(store: ObjectStore, root: String, cache: std::sync::Weak<ResourceC
                         Change::Put { obj, .. } | Change::Delete { obj } => obj,
                     };
                     let Some(key) = key_of(&root, obj) else {
+                        // Nothing to cache (no name), but the cache is current up to here:
+                        // consistent reads wait for this revision.
+                        c.state.write().revision = revision;
+                        c.progress.send_replace(revision);
                         continue;
                     };
                     let event = Arc::new(CachedEvent {

@@ -34,7 +34,7 @@ const BASE: &str = "base";
 /// The API's request body limit (3 MiB, as upstream).
 const MAX_BODY: usize = 3 * 1024 * 1024;
 /// Longest any one request may take (a debug build, a loaded CI machine).
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One API server over a temporary store, with a runtime to drive it.
 struct Fixture {
@@ -781,6 +781,8 @@ fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases: env("PROPTEST_CASES").unwrap_or(cases),
         max_shrink_iters: env("PROPTEST_MAX_SHRINK_ITERS").unwrap_or(64),
+        // Milliseconds; a failing case that times out must not shrink for minutes.
+        max_shrink_time: env("PROPTEST_MAX_SHRINK_TIME").unwrap_or(30_000),
         failure_persistence: None,
         ..Config::default()
     })
@@ -866,7 +868,6 @@ fn mutated_objects() {
 }
 
 #[test]
-#[ignore = "ran for minutes in the session it arrived in (a slow or hanging case not yet investigated); run with --ignored"]
 fn corrupted_encodings() {
     let strategy = (
         arb_target(),
@@ -1041,7 +1042,7 @@ fn huge_and_deep_bodies() {
                 body,
             }
         });
-    run(32, strategy);
+    run(24, strategy);
 }
 
 #[derive(Clone, Debug)]
@@ -1148,3 +1149,4 @@ fn valid_requests_succeed() {
         f.check(&g).unwrap();
     }
 }
+

@@ -196,8 +196,10 @@ pub fn json_patch(doc: &Value, patch: &[u8]) -> Result<Value, PatchError> {
     if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
         return Err(PatchError::TooManyOperations { count: ops.0.len() });
     }
+    // All-or-nothing by patching a copy that is dropped on error. Not `json_patch::patch`: its
+    // undo of a failed patch panics when an earlier `move` replaced the root.
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &ops.0).map_err(|e| json_patch_error(&ops.0, e))?;
+    json_patch::patch_unsafe(&mut out, &ops.0).map_err(|e| json_patch_error(&ops.0, e))?;
     Ok(out)
 }
 
@@ -315,6 +317,17 @@ mod tests {
         )
         .expect_err("into itself");
         assert!(matches!(err, PatchError::MoveIntoChild { .. }));
+    }
+
+    #[test]
+    fn json_patch_failing_after_a_move_to_the_root_is_an_error_not_a_panic() {
+        let doc = json!({"spec": {"a": 1}, "data": {}});
+        let err = json_patch(
+            &doc,
+            br#"[{"op":"move","from":"/spec","path":""},{"op":"move","from":"/data/x","path":""}]"#,
+        )
+        .expect_err("second move has no source");
+        assert!(matches!(err, PatchError::MissingFrom { .. }), "{err:?}");
     }
 
     #[test]
