@@ -45,7 +45,7 @@ pub fn prepare(crd: &mut Value) -> Result<(), Vec<Cause>> {
         causes.push(Cause::invalid(
             "metadata.name",
             &json!(name),
-            &format!("must be spec.names.plural+\".\"+spec.group"),
+            "must be spec.names.plural+\".\"+spec.group",
         ));
     }
     let versions = crd

@@ -115,6 +115,9 @@ async fn route(
         Target::GroupVersion { group, version } => {
             discovery::resource_list(cat, &group, &version).ok_or(ApiError::NoRoute)?
         }
+        Target::Resource(p) if crate::nodeproxy::serves(&p) => {
+            return crate::nodeproxy::serve(s, parts, body, p, user).await;
+        }
         Target::Resource(p) => {
             return resource(s, parts.method, &parts.headers, p, q, body, user).await;
         }
@@ -504,9 +507,8 @@ fn check_type(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
     let want_av = ctx.r.api_version();
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    if (!av.is_empty()
-        && av != want_av
-        && !(ctx.r.group == group_of(av) && !ctx.r.group.is_empty()))
+    let same_group = !ctx.r.group.is_empty() && ctx.r.group == group_of(av);
+    if (!av.is_empty() && av != want_av && !same_group)
         || (!kind.is_empty() && kind != ctx.r.kind)
     {
         return Err(ApiError::BadRequest(format!(
@@ -525,9 +527,9 @@ fn check_type(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
             .filter(|s| !s.is_empty())
         {
             Some(ns) if ns != url_ns => {
-                return Err(ApiError::BadRequest(format!(
-                    "the namespace of the provided object does not match the namespace sent on the request"
-                )));
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ));
             }
             _ => {
                 meta.insert("namespace".into(), json!(url_ns));
@@ -738,14 +740,11 @@ pub async fn create_as(ctx: &Ctx<'_>, mut obj: Value, mode: Write) -> Result<Val
         }
     }
     namespace_usable(ctx).await?;
-    if ctx.r.has_subresource("status") && ctx.r.custom.is_some() {
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
-        }
-    } else if ctx.r.has_subresource("status") && ctx.r.kind != "Namespace" && ctx.r.kind != "Node" {
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
-        }
+    // Status is written through its subresource (built-in namespaces and nodes excepted).
+    let drops_status = ctx.r.has_subresource("status")
+        && (ctx.r.custom.is_some() || (ctx.r.kind != "Namespace" && ctx.r.kind != "Node"));
+    if drops_status && let Some(o) = obj.as_object_mut() {
+        o.remove("status");
     }
     admit(ctx, &mut obj)?;
     let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
@@ -1066,9 +1065,9 @@ async fn patch(
             "application/json-patch+json" => protocols::patch::json_patch(current, body).map_err(bad)?,
             "application/merge-patch+json" => protocols::patch::merge_patch(current, body).map_err(bad)?,
             "application/strategic-merge-patch+json" if custom => {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-                )));
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+                ));
             }
             "application/strategic-merge-patch+json" => {
                 protocols::patch::strategic_merge_patch(current, body, GroupKind::new(&group, &kind)).map_err(bad)?

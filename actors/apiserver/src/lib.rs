@@ -13,6 +13,7 @@ mod discovery;
 mod error;
 mod handlers;
 mod meta;
+mod nodeproxy;
 mod openapi;
 mod printing;
 mod request;
@@ -23,6 +24,7 @@ mod store;
 mod watch;
 
 pub use error::ApiError;
+pub use nodeproxy::{KubeletDialer, KubeletStream};
 pub use resources::Catalogue;
 
 use datastore::Backend;
@@ -51,6 +53,7 @@ pub struct ApiState {
     cache: cache::WatchCache,
     catalogue: Catalogue,
     config: Arc<ApiConfig>,
+    dialer: nodeproxy::DialerSlot,
 }
 
 /// The datastore could not be opened.
@@ -113,7 +116,15 @@ impl ApiState {
             cache: cache::WatchCache::default(),
             catalogue: Catalogue::default(),
             config: Arc::new(config),
+            dialer: nodeproxy::DialerSlot::default(),
         }
+    }
+
+    /// Route the pod subresources `log`, `exec`, `attach` and `portforward` to kubelets
+    /// through `dialer` (shared by every clone of this state). Until it is set they answer
+    /// 503: no node can be reached.
+    pub fn set_kubelet_dialer(&self, dialer: Arc<dyn KubeletDialer>) {
+        self.dialer.set(dialer);
     }
 }
 

@@ -158,7 +158,8 @@ impl Query {
     }
 }
 
-fn decode(s: &str) -> String {
+/// Percent-decode one query component (`+` is a space).
+pub(crate) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

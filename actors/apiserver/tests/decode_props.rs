@@ -302,19 +302,17 @@ impl Fixture {
                 )));
             }
         }
-        if unchanged {
-            if after != before {
-                let diff: Vec<_> = after
-                    .iter()
-                    .filter(|(k, v)| before.get(*k) != Some(*v))
-                    .map(|(k, _)| k.clone())
-                    .chain(before.keys().filter(|k| !after.contains_key(*k)).cloned())
-                    .collect();
-                return Err(TestCaseError::fail(format!(
-                    "store changed by a failed or dry-run request ({diff:?}): {}",
-                    shown()
-                )));
-            }
+        if unchanged && after != before {
+            let diff: Vec<_> = after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .chain(before.keys().filter(|k| !after.contains_key(*k)).cloned())
+                .collect();
+            return Err(TestCaseError::fail(format!(
+                "store changed by a failed or dry-run request ({diff:?}): {}",
+                shown()
+            )));
         }
         Ok(())
     }
@@ -339,7 +337,7 @@ fn well_formed(kind: Kind, obj: &Value) -> Result<(), String> {
         return Err(format!("bad namespace {}", m["namespace"]));
     }
     for f in ["uid", "resourceVersion", "creationTimestamp"] {
-        if !m[f].as_str().is_some_and(|s| !s.is_empty()) {
+        if m[f].as_str().is_none_or(str::is_empty) {
             return Err(format!("bad {f} {}", m[f]));
         }
     }
@@ -766,7 +764,7 @@ fn arb_query() -> impl Strategy<Value = Vec<(String, String)>> {
 /// Mostly the request's natural content type, sometimes any.
 fn pick_content_type(target: Target, natural: usize, any_ct: Option<String>) -> Option<String> {
     match any_ct {
-        Some(ct) if natural % 4 == 0 => Some(ct),
+        Some(ct) if natural.is_multiple_of(4) => Some(ct),
         _ => {
             let list = target.natural_content_types();
             Some(list[natural % list.len()].to_owned())
@@ -1019,7 +1017,7 @@ fn huge_and_deep_bodies() {
         any::<usize>(),
         prop_oneof![
             // A value whose body lands just under or just over the limit.
-            (-2048i64..2048).prop_map(|d| Shape::Big(d)),
+            (-2048i64..2048).prop_map(Shape::Big),
             // Many keys.
             (1usize..20_000).prop_map(Shape::Wide),
             // Deep nesting of arrays or objects, in JSON or YAML flow style.
