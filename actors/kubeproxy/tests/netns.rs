@@ -75,6 +75,31 @@ impl Netns {
     }
 }
 
+/// A child process killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Netns {
+    fn run(&self, args: &[&str]) {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.path().display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -191,6 +216,58 @@ async fn rules_apply_update_and_clean_up_in_a_netns() {
     ] {
         assert_eq!(count(&save, line), n, "{line}\n{save}");
     }
+    // Traffic flows: from inside the namespace (the OUTPUT path, as curl on a node) the
+    // cluster IP reaches both endpoints (addresses on lo, served by python's http.server).
+    if which("python3").is_some() && which("curl").is_some() {
+        let web = tempfile::tempdir().unwrap();
+        std::fs::write(web.path().join("index.html"), "served\n").unwrap();
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns.run(&["ip", "route", "add", "10.43.0.0/16", "dev", "lo"]);
+        let mut servers = Vec::new();
+        for ip in ["10.42.0.5", "10.42.0.6"] {
+            ns.run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+            servers.push(Server(
+                Command::new("nsenter")
+                    .arg(format!("--net={}", ns.path().display()))
+                    .args([
+                        "python3",
+                        "-m",
+                        "http.server",
+                        "8080",
+                        "--bind",
+                        ip,
+                        "--directory",
+                    ])
+                    .arg(web.path())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut ok = 0;
+        while ok < 6 {
+            let out = Command::new("nsenter")
+                .arg(format!("--net={}", ns.path().display()))
+                .args(["curl", "-sS", "--max-time", "2", "http://10.43.0.20/"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("served") {
+                ok += 1;
+            } else {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cluster IP does not serve: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    } else {
+        eprintln!("python3 or curl missing: not checking traffic through the rules");
+    }
+
     // Forwarding is on in the namespace.
     ipt.enable_forwarding().await.unwrap();
     let fwd = Command::new("nsenter")
