@@ -1,0 +1,86 @@
+//! Driving a `kube::runtime::Controller` as a kernel service: ready once the loop is built, stop
+//! when the service is cancelled, log each reconcile error, and back off per key.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kernel::ServiceCtx;
+use kube::runtime::controller::Action;
+
+/// Per-key failure counts, for exponential requeue backoff (1 s doubling up to 2 min).
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The requeue action after one more failure of `key`.
+    pub fn failed(&self, key: String) -> Action {
+        Action::requeue(self.next(key))
+    }
+
+    /// The delay before retrying `key` after one more failure.
+    pub fn next(&self, key: String) -> Duration {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        delay(*n)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn succeeded(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
+    }
+}
+
+/// The backoff after `n` consecutive failures.
+pub(crate) fn delay(n: u32) -> Duration {
+    let secs = 1u64 << n.saturating_sub(1).min(7);
+    Duration::from_secs(secs.min(120))
+}
+
+/// A key for backoff bookkeeping.
+pub(crate) fn key(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Marks the service ready and drains the controller's stream until cancelled.
+pub(crate) async fn drive<S, T, E>(ctx: ServiceCtx, name: &'static str, stream: S) -> Result<(), kernel::BoxError>
+where
+    S: Stream<Item = Result<T, E>> + Send,
+    E: std::fmt::Display + Debug,
+{
+    ctx.ready();
+    let cancelled = ctx.cancelled();
+    let run = stream.for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(controller = name, error = %e, "reconcile failed");
+        }
+    });
+    tokio::select! {
+        () = cancelled => {}
+        () = run => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(delay(1), Duration::from_secs(1));
+        assert_eq!(delay(2), Duration::from_secs(2));
+        assert_eq!(delay(5), Duration::from_secs(16));
+        assert_eq!(delay(30), Duration::from_secs(120));
+    }
+}
