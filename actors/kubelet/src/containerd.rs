@@ -88,8 +88,9 @@ state = {state}
   stream_server_port = "{port}"
   enable_selinux = false
   disable_apparmor = true
+  # Never ask for a lower OOM score than containerd has: in restricted environments it fails.
+  restrict_oom_score_adj = true
   sandbox_image = {sandbox}
-  netns_mounts_under_state_dir = true
 
 [plugins."io.containerd.grpc.v1.cri".containerd]
   snapshotter = "overlayfs"

@@ -249,3 +249,6 @@ mod tests {
         assert!(p.containerd_socket.as_os_str().len() < MAX_SOCKET_PATH);
     }
 }
+
+#[cfg(test)]
+mod e2e;
