@@ -177,7 +177,7 @@ async fn get(pods: &Api<Pod>, name: &str) -> Option<Pod> {
 
 fn container_state(p: &Pod) -> serde_json::Value {
     serde_json::to_value(
-        &p.status
+        p.status
             .as_ref()
             .and_then(|s| s.container_statuses.clone())
             .unwrap_or_default(),

@@ -137,9 +137,7 @@ fn dns_config(
         },
         "None" => v1::DnsConfig::default(),
         _ => {
-            if spec.dns_config.is_none() {
-                return None;
-            }
+            spec.dns_config.as_ref()?;
             v1::DnsConfig::default()
         }
     };

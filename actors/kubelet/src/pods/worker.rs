@@ -175,7 +175,11 @@ impl Worker {
 
     /// One pass over a live pod.
     async fn sync(&mut self, pod: &Pod) -> Result<(), WorkerError> {
-        if self.finished {
+        let recorded_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if self.finished || matches!(recorded_phase, Some("Succeeded" | "Failed")) {
+            // A finished pod never runs again (upstream: phases are terminal); its sandbox was
+            // stopped when it finished, possibly by a previous kubelet.
+            self.finished = true;
             return Ok(());
         }
         if let Err(e) = self.ensure_sandbox(pod).await {
