@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, is_status};
 use crate::events::{Kind, Recorder};
-use crate::pods::{self, controller_of, controlled_by};
+use crate::pods::{self, controlled_by, controller_of};
 use crate::runner::{self, Backoff};
 use crate::{Shared, selector};
 
@@ -66,13 +66,16 @@ pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), kern
         client: client.clone(),
         backoff: Backoff::default(),
     });
-    let stream = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .run(
-            reconcile,
-            |d, _e: &Error, ctx: Arc<Ctx>| ctx.backoff.failed(runner::key(&d.metadata)),
-            data,
-        );
+    let stream = Controller::new(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
+    .run(
+        reconcile,
+        |d, _e: &Error, ctx: Arc<Ctx>| ctx.backoff.failed(runner::key(&d.metadata)),
+        data,
+    );
     runner::drive(ctx, "deployment", stream).await
 }
 
@@ -97,7 +100,11 @@ pub fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, 
                     reason: format!("{s:?} is neither an integer nor a percentage"),
                 })?;
             let num = pct * i64::from(total);
-            let v = if round_up { (num + 99).div_euclid(100) } else { num.div_euclid(100) };
+            let v = if round_up {
+                (num + 99).div_euclid(100)
+            } else {
+                num.div_euclid(100)
+            };
             Ok(i32::try_from(v).unwrap_or(i32::MAX))
         }
     }
@@ -148,18 +155,23 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
 pub fn templates_equal(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     fn norm(t: &PodTemplateSpec) -> Value {
         let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
-        if let Some(labels) = v.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        if let Some(labels) = v
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
             labels.remove(HASH_LABEL);
-            if labels.is_empty() {
-                if let Some(m) = v.pointer_mut("/metadata").and_then(Value::as_object_mut) {
-                    m.remove("labels");
-                }
+            if labels.is_empty()
+                && let Some(m) = v.pointer_mut("/metadata").and_then(Value::as_object_mut)
+            {
+                m.remove("labels");
             }
         }
-        if v.pointer("/metadata").and_then(Value::as_object).is_some_and(serde_json::Map::is_empty) {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("metadata");
-            }
+        if v.pointer("/metadata")
+            .and_then(Value::as_object)
+            .is_some_and(serde_json::Map::is_empty)
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("metadata");
         }
         v
     }
@@ -180,7 +192,10 @@ fn replicas_of(rs: &ReplicaSet) -> i32 {
 }
 
 fn available_of(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
 }
 
 fn created(rs: &ReplicaSet) -> (Option<Timestamp>, String) {
@@ -243,7 +258,11 @@ impl<'a> Sync<'a> {
             kind: "Deployment",
             field,
         };
-        let ns = d.metadata.namespace.clone().ok_or(missing("metadata.namespace"))?;
+        let ns = d
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(missing("metadata.namespace"))?;
         let name = d.metadata.name.clone().ok_or(missing("metadata.name"))?;
         let uid = d.metadata.uid.clone().ok_or(missing("metadata.uid"))?;
         let spec = d.spec.as_ref().ok_or(missing("spec"))?;
@@ -262,7 +281,10 @@ impl<'a> Sync<'a> {
 
     fn spec(&self) -> &k8s_openapi::api::apps::v1::DeploymentSpec {
         // `new` checked that spec is there.
-        self.d.spec.as_ref().unwrap_or_else(|| unreachable!("checked in Sync::new"))
+        self.d
+            .spec
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("checked in Sync::new"))
     }
 
     fn rolling(&self) -> bool {
@@ -278,7 +300,11 @@ impl<'a> Sync<'a> {
         if !self.rolling() {
             return Ok((0, 0));
         }
-        let ru = self.spec().strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+        let ru = self
+            .spec()
+            .strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref());
         let (s, u) = fenceposts(
             ru.and_then(|r| r.max_surge.as_ref()),
             ru.and_then(|r| r.max_unavailable.as_ref()),
@@ -295,7 +321,13 @@ impl<'a> Sync<'a> {
         if selector::is_empty(&sel) {
             self.ctx
                 .events
-                .emit(self.d, Kind::Warning, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.".into())
+                .emit(
+                    self.d,
+                    Kind::Warning,
+                    "SelectingAll",
+                    "This deployment is selecting all pods. A non-empty selector is required."
+                        .into(),
+                )
                 .await;
             return Ok(Action::await_change());
         }
@@ -339,11 +371,20 @@ impl<'a> Sync<'a> {
                 && selector::matches(sel, rs.metadata.labels.as_ref().unwrap_or(&empty))
             {
                 let mut owners = rs.metadata.owner_references.clone().unwrap_or_default();
-                owners.push(pods::controller_ref("apps/v1", "Deployment", &self.d.metadata));
-                let patch = json!({"metadata": {"ownerReferences": owners, "uid": rs.metadata.uid}});
+                owners.push(pods::controller_ref(
+                    "apps/v1",
+                    "Deployment",
+                    &self.d.metadata,
+                ));
+                let patch =
+                    json!({"metadata": {"ownerReferences": owners, "uid": rs.metadata.uid}});
                 match self
                     .rs_api
-                    .patch(&name_of(&rs), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &name_of(&rs),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                 {
                     Ok(adopted) => rs = adopted,
@@ -361,7 +402,11 @@ impl<'a> Sync<'a> {
 
     /// Finds (and if `create`, creates) the ReplicaSet of the current template; syncs revisions.
     /// Returns its index in `all`.
-    async fn new_replica_set(&mut self, all: &mut Vec<ReplicaSet>, create: bool) -> Result<Option<usize>, Error> {
+    async fn new_replica_set(
+        &mut self,
+        all: &mut Vec<ReplicaSet>,
+        create: bool,
+    ) -> Result<Option<usize>, Error> {
         let template = self.spec().template.clone();
         let existing = all.iter().position(|rs| {
             rs.spec
@@ -381,7 +426,11 @@ impl<'a> Sync<'a> {
             let rs = &all[i];
             let mut annotations = self.copied_annotations();
             let current = rs.metadata.annotations.clone().unwrap_or_default();
-            let revision = if revision_of(rs) < new_revision { new_revision } else { revision_of(rs) };
+            let revision = if revision_of(rs) < new_revision {
+                new_revision
+            } else {
+                revision_of(rs)
+            };
             annotations.insert(REVISION.to_owned(), revision.to_string());
             let changed = annotations.iter().any(|(k, v)| current.get(k) != Some(v));
             if changed {
@@ -390,7 +439,11 @@ impl<'a> Sync<'a> {
                     .rs_api
                     .patch(&name_of(rs), &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(Error::api(format!("annotate replicaset {}/{}", self.ns, name_of(rs))))?;
+                    .map_err(Error::api(format!(
+                        "annotate replicaset {}/{}",
+                        self.ns,
+                        name_of(rs)
+                    )))?;
             }
             self.set_deployment_revision(revision).await?;
             let has_progressing = self
@@ -419,7 +472,12 @@ impl<'a> Sync<'a> {
                 let n = replicas_of(&created);
                 self.ctx
                     .events
-                    .emit(self.d, Kind::Normal, "ScalingReplicaSet", format!("Scaled up replica set {rs_name} from 0 to {n}"))
+                    .emit(
+                        self.d,
+                        Kind::Normal,
+                        "ScalingReplicaSet",
+                        format!("Scaled up replica set {rs_name} from 0 to {n}"),
+                    )
                     .await;
                 self.set_deployment_revision(new_revision).await?;
                 self.progress_hint = Some(condition(
@@ -451,9 +509,14 @@ impl<'a> Sync<'a> {
                     Api::<Deployment>::namespaced(self.ctx.client.clone(), &self.ns)
                         .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
-                        .map_err(Error::api(format!("update status of deployment {}/{}", self.ns, self.name)))?;
+                        .map_err(Error::api(format!(
+                            "update status of deployment {}/{}",
+                            self.ns, self.name
+                        )))?;
                 }
-                Err(Error::Waiting(format!("replicaset {rs_name} already exists")))
+                Err(Error::Waiting(format!(
+                    "replicaset {rs_name} already exists"
+                )))
             }
             Err(e) => Err(Error::api(format!("create replicaset in {}", self.ns))(e)),
         }
@@ -475,7 +538,12 @@ impl<'a> Sync<'a> {
         a
     }
 
-    fn build_replica_set(&self, template: &PodTemplateSpec, revision: i64, all: &[ReplicaSet]) -> Result<ReplicaSet, Error> {
+    fn build_replica_set(
+        &self,
+        template: &PodTemplateSpec,
+        revision: i64,
+        all: &[ReplicaSet],
+    ) -> Result<ReplicaSet, Error> {
         let hash = template_hash(template, self.collision_count);
         let mut template = template.clone();
         let meta = template.metadata.get_or_insert_with(Default::default);
@@ -493,7 +561,11 @@ impl<'a> Sync<'a> {
             let (surge, _) = self.surge_unavailable()?;
             let current: i32 = all.iter().map(replicas_of).sum();
             let max_total = self.replicas + surge;
-            if current >= max_total { 0 } else { (max_total - current).min(self.replicas) }
+            if current >= max_total {
+                0
+            } else {
+                (max_total - current).min(self.replicas)
+            }
         } else {
             self.replicas
         };
@@ -503,7 +575,11 @@ impl<'a> Sync<'a> {
                 namespace: Some(self.ns.clone()),
                 labels: Some(labels),
                 annotations: Some(annotations),
-                owner_references: Some(vec![pods::controller_ref("apps/v1", "Deployment", &self.d.metadata)]),
+                owner_references: Some(vec![pods::controller_ref(
+                    "apps/v1",
+                    "Deployment",
+                    &self.d.metadata,
+                )]),
                 ..ObjectMeta::default()
             },
             spec: Some(ReplicaSetSpec {
@@ -517,7 +593,12 @@ impl<'a> Sync<'a> {
     }
 
     async fn set_deployment_revision(&self, revision: i64) -> Result<(), Error> {
-        let current = self.d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION));
+        let current = self
+            .d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION));
         if current.map(String::as_str) == Some(revision.to_string().as_str()) {
             return Ok(());
         }
@@ -525,7 +606,10 @@ impl<'a> Sync<'a> {
         Api::<Deployment>::namespaced(self.ctx.client.clone(), &self.ns)
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(Error::api(format!("annotate deployment {}/{}", self.ns, self.name)))?;
+            .map_err(Error::api(format!(
+                "annotate deployment {}/{}",
+                self.ns, self.name
+            )))?;
         Ok(())
     }
 
@@ -557,7 +641,12 @@ impl<'a> Sync<'a> {
             let dir = if n > old { "up" } else { "down" };
             self.ctx
                 .events
-                .emit(self.d, Kind::Normal, "ScalingReplicaSet", format!("Scaled {dir} replica set {name} to {n} from {old}"))
+                .emit(
+                    self.d,
+                    Kind::Normal,
+                    "ScalingReplicaSet",
+                    format!("Scaled {dir} replica set {name} to {n} from {old}"),
+                )
                 .await;
         }
         Ok(old != n)
@@ -574,7 +663,11 @@ impl<'a> Sync<'a> {
             } else {
                 let total: i32 = all.iter().map(replicas_of).sum();
                 let max_total = self.replicas + surge;
-                if total >= max_total { cur } else { cur + (max_total - total).min(self.replicas - cur) }
+                if total >= max_total {
+                    cur
+                } else {
+                    cur + (max_total - total).min(self.replicas - cur)
+                }
             };
             if target != cur && self.scale(&mut all[i], target).await? {
                 return self.status(&all, new, false).await;
@@ -633,9 +726,9 @@ impl<'a> Sync<'a> {
     async fn recreate(mut self, mut all: Vec<ReplicaSet>) -> Result<Action, Error> {
         let mut new = self.new_replica_set(&mut all, false).await?;
         let mut scaled = false;
-        for i in 0..all.len() {
-            if Some(i) != new && replicas_of(&all[i]) > 0 {
-                scaled |= self.scale(&mut all[i], 0).await?;
+        for (i, rs) in all.iter_mut().enumerate() {
+            if Some(i) != new && replicas_of(rs) > 0 {
+                scaled |= self.scale(rs, 0).await?;
             }
         }
         if scaled {
@@ -654,7 +747,8 @@ impl<'a> Sync<'a> {
                 .await
                 .map_err(Error::api(format!("list pods in {}", self.ns)))?;
             let running = pods.items.iter().any(|p| {
-                !pods::is_terminal(p) && controller_of(&p.metadata).is_some_and(|o| old_uids.contains(&o.uid))
+                !pods::is_terminal(p)
+                    && controller_of(&p.metadata).is_some_and(|o| old_uids.contains(&o.uid))
             });
             if running {
                 self.status(&all, new, false).await?;
@@ -675,7 +769,8 @@ impl<'a> Sync<'a> {
 
     /// Deletes old, empty ReplicaSets beyond `revisionHistoryLimit`, lowest revision first.
     async fn cleanup(&self, all: &[ReplicaSet], new: Option<usize>) -> Result<(), Error> {
-        let limit = usize::try_from(self.spec().revision_history_limit.unwrap_or(10).max(0)).unwrap_or(0);
+        let limit =
+            usize::try_from(self.spec().revision_history_limit.unwrap_or(10).max(0)).unwrap_or(0);
         let mut old: Vec<&ReplicaSet> = all
             .iter()
             .enumerate()
@@ -692,17 +787,32 @@ impl<'a> Sync<'a> {
         }
         old.sort_by_key(|rs| (revision_of(rs), created(rs)));
         for rs in &old[..old.len() - limit] {
-            match self.rs_api.delete(&name_of(rs), &DeleteParams::background()).await {
+            match self
+                .rs_api
+                .delete(&name_of(rs), &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(Error::api(format!("delete replicaset {}/{}", self.ns, name_of(rs)))(e)),
+                Err(e) => {
+                    return Err(Error::api(format!(
+                        "delete replicaset {}/{}",
+                        self.ns,
+                        name_of(rs)
+                    ))(e));
+                }
             }
         }
         Ok(())
     }
 
     /// Computes and writes the status; returns when to look again.
-    async fn status(&self, all: &[ReplicaSet], new: Option<usize>, paused: bool) -> Result<Action, Error> {
+    async fn status(
+        &self,
+        all: &[ReplicaSet],
+        new: Option<usize>,
+        paused: bool,
+    ) -> Result<Action, Error> {
         let (_, unavailable) = self.surge_unavailable()?;
         let sum = |f: &dyn Fn(&ReplicaSet) -> i32| -> i32 { all.iter().map(f).sum() };
         let st = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
@@ -713,9 +823,25 @@ impl<'a> Sync<'a> {
         let old = self.d.status.clone().unwrap_or_default();
         let mut conds = old.conditions.clone().unwrap_or_default();
         if available >= self.replicas - unavailable {
-            set_condition(&mut conds, condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into()));
+            set_condition(
+                &mut conds,
+                condition(
+                    "Available",
+                    "True",
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.".into(),
+                ),
+            );
         } else {
-            set_condition(&mut conds, condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into()));
+            set_condition(
+                &mut conds,
+                condition(
+                    "Available",
+                    "False",
+                    "MinimumReplicasUnavailable",
+                    "Deployment does not have minimum availability.".into(),
+                ),
+            );
         }
         let mut requeue = Duration::from_secs(300);
         let new_name = new.map(|i| name_of(&all[i]));
@@ -723,11 +849,27 @@ impl<'a> Sync<'a> {
         let reason = progressing.as_ref().and_then(|c| c.reason.clone());
         if paused {
             if reason.as_deref() != Some("DeploymentPaused") {
-                set_condition(&mut conds, condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into()));
+                set_condition(
+                    &mut conds,
+                    condition(
+                        "Progressing",
+                        "Unknown",
+                        "DeploymentPaused",
+                        "Deployment is paused".into(),
+                    ),
+                );
             }
         } else {
             if reason.as_deref() == Some("DeploymentPaused") {
-                set_condition(&mut conds, condition("Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into()));
+                set_condition(
+                    &mut conds,
+                    condition(
+                        "Progressing",
+                        "Unknown",
+                        "DeploymentResumed",
+                        "Deployment is resumed".into(),
+                    ),
+                );
             }
             if let Some(h) = self.progress_hint.clone() {
                 set_condition(&mut conds, h);
@@ -737,21 +879,34 @@ impl<'a> Sync<'a> {
             let complete_cond = replicas == updated
                 && cur.as_ref().and_then(|c| c.reason.as_deref()) == Some("NewReplicaSetAvailable");
             if deadline != i32::MAX && !complete_cond {
-                let complete = updated == self.replicas && replicas == self.replicas && available == self.replicas;
+                let complete = updated == self.replicas
+                    && replicas == self.replicas
+                    && available == self.replicas;
                 let progressed = updated > old.updated_replicas.unwrap_or(0)
                     || ready > old.ready_replicas.unwrap_or(0)
                     || available > old.available_replicas.unwrap_or(0)
-                    || (replicas - updated) < (old.replicas.unwrap_or(0) - old.updated_replicas.unwrap_or(0));
+                    || (replicas - updated)
+                        < (old.replicas.unwrap_or(0) - old.updated_replicas.unwrap_or(0));
                 let name = new_name.clone().unwrap_or_default();
                 if complete && new_name.is_some() {
-                    let mut c = condition("Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet {name:?} has successfully progressed."));
+                    let mut c = condition(
+                        "Progressing",
+                        "True",
+                        "NewReplicaSetAvailable",
+                        format!("ReplicaSet {name:?} has successfully progressed."),
+                    );
                     if let Some(t) = cur.as_ref().filter(|c| c.status == "True") {
                         c.last_transition_time = t.last_transition_time.clone();
                     }
                     conds.retain(|c| c.type_ != "Progressing");
                     conds.push(c);
                 } else if progressed && new_name.is_some() {
-                    let mut c = condition("Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet {name:?} is progressing."));
+                    let mut c = condition(
+                        "Progressing",
+                        "True",
+                        "ReplicaSetUpdated",
+                        format!("ReplicaSet {name:?} is progressing."),
+                    );
                     if let Some(t) = cur.as_ref().filter(|c| c.status == "True") {
                         c.last_transition_time = t.last_transition_time.clone();
                     }
@@ -764,9 +919,18 @@ impl<'a> Sync<'a> {
                             Timestamp::now().as_second() - t.0.as_second() > i64::from(deadline)
                         });
                     if timed_out {
-                        set_condition(&mut conds, condition("Progressing", "False", "ProgressDeadlineExceeded", format!("ReplicaSet {name:?} has timed out progressing.")));
+                        set_condition(
+                            &mut conds,
+                            condition(
+                                "Progressing",
+                                "False",
+                                "ProgressDeadlineExceeded",
+                                format!("ReplicaSet {name:?} has timed out progressing."),
+                            ),
+                        );
                     } else if let Some(t) = &c.last_update_time {
-                        let left = i64::from(deadline) - (Timestamp::now().as_second() - t.0.as_second());
+                        let left =
+                            i64::from(deadline) - (Timestamp::now().as_second() - t.0.as_second());
                         requeue = Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0) + 1);
                     }
                 }
@@ -789,16 +953,30 @@ impl<'a> Sync<'a> {
         if self.d.status.as_ref() != Some(&status) {
             let mut body = serde_json::to_value(&status).unwrap_or(Value::Null);
             if let Some(o) = body.as_object_mut() {
-                for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"] {
+                for k in [
+                    "replicas",
+                    "updatedReplicas",
+                    "readyReplicas",
+                    "availableReplicas",
+                    "unavailableReplicas",
+                ] {
                     o.entry(k).or_insert(Value::Null);
                 }
             }
             Api::<Deployment>::namespaced(self.ctx.client.clone(), &self.ns)
-                .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&json!({"status": body})))
+                .patch_status(
+                    &self.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": body})),
+                )
                 .await
-                .map_err(Error::api(format!("update status of deployment {}/{}", self.ns, self.name)))?;
+                .map_err(Error::api(format!(
+                    "update status of deployment {}/{}",
+                    self.ns, self.name
+                )))?;
         }
-        let complete = updated == self.replicas && replicas == self.replicas && available == self.replicas;
+        let complete =
+            updated == self.replicas && replicas == self.replicas && available == self.replicas;
         if complete && !paused {
             self.cleanup(all, new).await?;
         }
@@ -826,8 +1004,14 @@ mod tests {
         assert_eq!(fenceposts(None, None, 3).unwrap(), (1, 0));
         assert_eq!(fenceposts(None, None, 4).unwrap(), (1, 1));
         assert_eq!(fenceposts(None, None, 10).unwrap(), (3, 2));
-        assert_eq!(fenceposts(Some(&ios("0")), Some(&ios("0")), 5).unwrap(), (0, 1));
-        assert_eq!(fenceposts(Some(&ios("50%")), Some(&ios("2")), 3).unwrap(), (2, 2));
+        assert_eq!(
+            fenceposts(Some(&ios("0")), Some(&ios("0")), 5).unwrap(),
+            (0, 1)
+        );
+        assert_eq!(
+            fenceposts(Some(&ios("50%")), Some(&ios("2")), 3).unwrap(),
+            (2, 2)
+        );
         assert!(fenceposts(Some(&ios("x")), None, 3).is_err());
     }
 
@@ -839,7 +1023,14 @@ mod tests {
         }))
         .unwrap();
         let mut labeled = t.clone();
-        labeled.metadata.as_mut().unwrap().labels.as_mut().unwrap().insert(HASH_LABEL.into(), "x".into());
+        labeled
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(HASH_LABEL.into(), "x".into());
         let h = template_hash(&t, None);
         assert_eq!(h, template_hash(&labeled, None));
         assert_ne!(h, template_hash(&t, Some(1)));

@@ -23,7 +23,9 @@ pub(crate) enum Kind {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("component", &self.component).finish()
+        f.debug_struct("Recorder")
+            .field("component", &self.component)
+            .finish()
     }
 }
 
@@ -37,11 +39,18 @@ impl Recorder {
     where
         K: Resource<DynamicType = ()>,
     {
-        self.emit_ref(obj.object_ref(&()), kind, reason, message).await;
+        self.emit_ref(obj.object_ref(&()), kind, reason, message)
+            .await;
     }
 
     /// Records `reason`/`message` about the object `regarding`.
-    pub async fn emit_ref(&self, regarding: ObjectReference, kind: Kind, reason: &str, message: String) {
+    pub async fn emit_ref(
+        &self,
+        regarding: ObjectReference,
+        kind: Kind,
+        reason: &str,
+        message: String,
+    ) {
         let now = Timestamp::now();
         let ns = regarding
             .namespace

@@ -64,11 +64,16 @@ pub(crate) struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config", &self.config).finish()
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
-type Run = fn(ServiceCtx, Arc<Shared>) -> futures::future::BoxFuture<'static, Result<(), kernel::BoxError>>;
+type Run = fn(
+    ServiceCtx,
+    Arc<Shared>,
+) -> futures::future::BoxFuture<'static, Result<(), kernel::BoxError>>;
 
 fn child(name: &str, shared: &Arc<Shared>, run: Run) -> ChildSpec {
     let shared = shared.clone();
@@ -84,16 +89,30 @@ pub fn supervisor(client: kube::Client, config: ControllersConfig) -> Supervisor
     let shared = Arc::new(Shared { client, config });
     SupervisorSpec::new("controllers", Strategy::OneForOne)
         .intensity(20, Duration::from_secs(60))
-        .child(child("scheduler", &shared, |c, s| Box::pin(scheduler::run(c, s))))
-        .child(child("deployment", &shared, |c, s| Box::pin(deployment::run(c, s))))
-        .child(child("replicaset", &shared, |c, s| Box::pin(replicaset::run(c, s))))
-        .child(child("endpoints", &shared, |c, s| Box::pin(endpoints::run_endpoints(c, s))))
+        .child(child("scheduler", &shared, |c, s| {
+            Box::pin(scheduler::run(c, s))
+        }))
+        .child(child("deployment", &shared, |c, s| {
+            Box::pin(deployment::run(c, s))
+        }))
+        .child(child("replicaset", &shared, |c, s| {
+            Box::pin(replicaset::run(c, s))
+        }))
+        .child(child("endpoints", &shared, |c, s| {
+            Box::pin(endpoints::run_endpoints(c, s))
+        }))
         .child(child("endpointslice", &shared, |c, s| {
             Box::pin(endpoints::run_endpointslices(c, s))
         }))
-        .child(child("nodeipam", &shared, |c, s| Box::pin(nodeipam::run(c, s))))
-        .child(child("namespace", &shared, |c, s| Box::pin(namespace::run(c, s))))
-        .child(child("garbagecollector", &shared, |c, s| Box::pin(gc::run(c, s))))
+        .child(child("nodeipam", &shared, |c, s| {
+            Box::pin(nodeipam::run(c, s))
+        }))
+        .child(child("namespace", &shared, |c, s| {
+            Box::pin(namespace::run(c, s))
+        }))
+        .child(child("garbagecollector", &shared, |c, s| {
+            Box::pin(gc::run(c, s))
+        }))
         .child(child("serviceaccount", &shared, |c, s| {
             Box::pin(serviceaccount::run(c, s))
         }))

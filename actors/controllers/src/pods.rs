@@ -74,7 +74,11 @@ pub(crate) fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) ->
 }
 
 /// Seconds until a ready pod becomes available, if it is ready but not yet available.
-pub(crate) fn seconds_until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option<i64> {
+pub(crate) fn seconds_until_available(
+    pod: &Pod,
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<i64> {
     match ready_since(pod)? {
         Some(t) if min_ready_seconds > 0 => {
             let left = i64::from(min_ready_seconds) - (now.as_second() - t.as_second());

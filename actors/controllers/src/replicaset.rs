@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::events::{Kind, Recorder};
-use crate::pods::{self, controller_of, controlled_by};
+use crate::pods::{self, controlled_by, controller_of};
 use crate::runner::{self, Backoff};
 use crate::{Shared, selector};
 
@@ -41,13 +41,16 @@ pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), kern
         client: client.clone(),
         backoff: Backoff::default(),
     });
-    let stream = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(
-            reconcile,
-            |rs, _e: &Error, ctx: Arc<Ctx>| ctx.backoff.failed(runner::key(&rs.metadata)),
-            data,
-        );
+    let stream = Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(
+        reconcile,
+        |rs, _e: &Error, ctx: Arc<Ctx>| ctx.backoff.failed(runner::key(&rs.metadata)),
+        data,
+    );
     runner::drive(ctx, "replicaset", stream).await
 }
 
@@ -79,7 +82,10 @@ pub fn plan(active: &[&Pod], replicas: i32) -> Plan {
     // Unassigned < assigned; Pending < Unknown < Running; not ready < ready; newer first.
     ranked.sort_by_key(|p| {
         (
-            p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty()),
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some_and(|n| !n.is_empty()),
             pods::phase_rank(p),
             pods::is_ready(p),
             Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
@@ -125,7 +131,8 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Action, Error> {
     let empty = Default::default();
     for pod in &mut all {
         let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-        let selected = !selector::is_empty(&spec.selector) && selector::matches(&spec.selector, labels);
+        let selected =
+            !selector::is_empty(&spec.selector) && selector::matches(&spec.selector, labels);
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         if selected && !deleting && controller_of(&pod.metadata).is_none() && pods::is_active(pod) {
             let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
@@ -138,7 +145,10 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Action, Error> {
                 Ok(p) => *pod = p,
                 Err(e) => tracing::debug!(pod = pod_name, error = %e, "adoption failed"),
             }
-        } else if !selected && controlled_by(&pod.metadata, uid) && pod.metadata.deletion_timestamp.is_none() {
+        } else if !selected
+            && controlled_by(&pod.metadata, uid)
+            && pod.metadata.deletion_timestamp.is_none()
+        {
             let owners: Vec<_> = pod
                 .metadata
                 .owner_references
@@ -161,7 +171,11 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Action, Error> {
         .iter()
         .filter(|p| controlled_by(&p.metadata, uid))
         .collect();
-    let active: Vec<&Pod> = owned.iter().copied().filter(|p| pods::is_active(p)).collect();
+    let active: Vec<&Pod> = owned
+        .iter()
+        .copied()
+        .filter(|p| pods::is_active(p))
+        .collect();
 
     if !deleting {
         let replicas = spec.replicas.unwrap_or(1);
@@ -173,7 +187,12 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Action, Error> {
             match pods_api.delete(pod, &Default::default()).await {
                 Ok(_) => {
                     ctx.events
-                        .emit(rs, Kind::Normal, "SuccessfulDelete", format!("Deleted pod: {pod}"))
+                        .emit(
+                            rs,
+                            Kind::Normal,
+                            "SuccessfulDelete",
+                            format!("Deleted pod: {pod}"),
+                        )
                         .await;
                 }
                 Err(e) if crate::error::is_status(&e, 404) => {}
@@ -196,7 +215,10 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Action, Error> {
     };
     let replicas = count(&|_| true);
     let fully_labeled = count(&|p| {
-        selector::map_matches(&template_labels, p.metadata.labels.as_ref().unwrap_or(&empty))
+        selector::map_matches(
+            &template_labels,
+            p.metadata.labels.as_ref().unwrap_or(&empty),
+        )
     });
     let ready = count(&|p| pods::is_ready(p));
     let available = count(&|p| pods::is_available(p, min_ready, now));
@@ -224,7 +246,11 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Action, Error> {
         {
             Ok(_) => {}
             Err(e) if crate::error::is_status(&e, 404) => {}
-            Err(e) => return Err(Error::api(format!("update status of replicaset {ns}/{name}"))(e)),
+            Err(e) => {
+                return Err(Error::api(format!(
+                    "update status of replicaset {ns}/{name}"
+                ))(e));
+            }
         }
     }
     let next = active
@@ -290,12 +316,22 @@ async fn create_pods(
                 Ok(p) => {
                     let pod_name = p.metadata.name.unwrap_or_default();
                     ctx.events
-                        .emit(rs, Kind::Normal, "SuccessfulCreate", format!("Created pod: {pod_name}"))
+                        .emit(
+                            rs,
+                            Kind::Normal,
+                            "SuccessfulCreate",
+                            format!("Created pod: {pod_name}"),
+                        )
                         .await;
                 }
                 Err(e) => {
                     ctx.events
-                        .emit(rs, Kind::Warning, "FailedCreate", format!("Error creating: {e}"))
+                        .emit(
+                            rs,
+                            Kind::Warning,
+                            "FailedCreate",
+                            format!("Error creating: {e}"),
+                        )
                         .await;
                     failed = Some(e);
                 }
@@ -331,8 +367,17 @@ mod tests {
         let c = pod("unscheduled", None, "Pending", false, 50);
         let d = pod("notready", Some("n"), "Running", false, 10);
         let active = [&a, &b, &c, &d];
-        assert_eq!(plan(&active, 1).delete, ["unscheduled", "notready", "running-new"]);
-        assert_eq!(plan(&active, 6), Plan { create: 2, delete: vec![] });
+        assert_eq!(
+            plan(&active, 1).delete,
+            ["unscheduled", "notready", "running-new"]
+        );
+        assert_eq!(
+            plan(&active, 6),
+            Plan {
+                create: 2,
+                delete: vec![]
+            }
+        );
         assert_eq!(plan(&active, 4), Plan::default());
     }
 }

@@ -53,7 +53,11 @@ pub(crate) fn key(meta: &kube::api::ObjectMeta) -> String {
 }
 
 /// Marks the service ready and drains the controller's stream until cancelled.
-pub(crate) async fn drive<S, T, E>(ctx: ServiceCtx, name: &'static str, stream: S) -> Result<(), kernel::BoxError>
+pub(crate) async fn drive<S, T, E>(
+    ctx: ServiceCtx,
+    name: &'static str,
+    stream: S,
+) -> Result<(), kernel::BoxError>
 where
     S: Stream<Item = Result<T, E>> + Send,
     E: std::fmt::Display + Debug,

@@ -171,7 +171,11 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> b
             ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -185,9 +189,13 @@ fn term_matches(t: &NodeSelectorTerm, node: &Node) -> bool {
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key)))
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key)))
         && fields.iter().all(|r| {
-            let v = (r.key == "metadata.name").then(|| node.metadata.name.clone()).flatten();
+            let v = (r.key == "metadata.name")
+                .then(|| node.metadata.name.clone())
+                .flatten();
             requirement_matches(r, v.as_ref())
         })
 }
@@ -197,22 +205,28 @@ pub fn affinity_matches(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = &pod.spec else { return true };
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    if let Some(sel) = &spec.node_selector {
-        if !selector::map_matches(sel, labels) {
-            return false;
-        }
+    if let Some(sel) = &spec.node_selector
+        && !selector::map_matches(sel, labels)
+    {
+        return false;
     }
     let required = spec
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
 }
 
 /// Whether `t` tolerates `taint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = t.key.as_deref().unwrap_or("");
@@ -221,13 +235,20 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
     match t.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
-        _ => !key.is_empty() && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        _ => {
+            !key.is_empty()
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
     }
 }
 
 /// The first NoSchedule/NoExecute taint of `node` the pod does not tolerate.
 pub fn untolerated_taint<'a>(pod: &Pod, node: &'a Node) -> Option<&'a Taint> {
-    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
     node.spec
         .as_ref()
         .and_then(|s| s.taints.as_deref())
@@ -253,21 +274,32 @@ fn allocatable(node: &Node, r: &str) -> Option<i128> {
         .and_then(|q| parse_milli(&q.0))
 }
 
-/// Why `node` cannot take `pod`, in upstream's words (`None`: it fits).
+/// Why `node` cannot take `pod`, in upstream's words and filter order (unschedulable, taints,
+/// affinity, then resources and ports); empty: it fits.
 pub fn filter(pod: &Pod, node: &Node, load: &NodeLoad) -> Vec<String> {
     if !node_ready(node) {
         return vec!["node(s) were not ready".into()];
     }
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
-        let tolerated = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default().iter().any(|t| {
-            tolerates(t, &Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Taint::default() })
-        });
+        let tolerated = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|t| {
+                tolerates(
+                    t,
+                    &Taint {
+                        key: "node.kubernetes.io/unschedulable".into(),
+                        effect: "NoSchedule".into(),
+                        ..Taint::default()
+                    },
+                )
+            });
         if !tolerated {
             return vec!["node(s) were unschedulable".into()];
         }
-    }
-    if !affinity_matches(pod, node) {
-        return vec!["node(s) didn't match Pod's node affinity/selector".into()];
     }
     if let Some(t) = untolerated_taint(pod, node) {
         return vec![format!(
@@ -275,6 +307,9 @@ pub fn filter(pod: &Pod, node: &Node, load: &NodeLoad) -> Vec<String> {
             t.key,
             t.value.as_deref().unwrap_or("")
         )];
+    }
+    if !affinity_matches(pod, node) {
+        return vec!["node(s) didn't match Pod's node affinity/selector".into()];
     }
     let mut reasons = Vec::new();
     let u = usage(pod);
@@ -284,7 +319,9 @@ pub fn filter(pod: &Pod, node: &Node, load: &NodeLoad) -> Vec<String> {
     if u.cpu > 0 && allocatable(node, "cpu").is_some_and(|max| load.usage.cpu + u.cpu > max) {
         reasons.push("Insufficient cpu".into());
     }
-    if u.memory > 0 && allocatable(node, "memory").is_some_and(|max| load.usage.memory + u.memory > max) {
+    if u.memory > 0
+        && allocatable(node, "memory").is_some_and(|max| load.usage.memory + u.memory > max)
+    {
         reasons.push("Insufficient memory".into());
     }
     if host_ports(pod).iter().any(|p| load.ports.contains(p)) {
@@ -301,12 +338,19 @@ pub fn score(pod: &Pod, node: &Node, load: &NodeLoad) -> i128 {
         _ => 0,
     };
     (part(load.usage.score_cpu + u.score_cpu, allocatable(node, "cpu"))
-        + part(load.usage.score_memory + u.score_memory, allocatable(node, "memory")))
+        + part(
+            load.usage.score_memory + u.score_memory,
+            allocatable(node, "memory"),
+        ))
         / 2
 }
 
 /// Picks a node for `pod`, or says why none fits (`0/N nodes are available: ...`).
-pub fn pick(pod: &Pod, nodes: &[Node], loads: &HashMap<String, NodeLoad>) -> Result<String, String> {
+pub fn pick(
+    pod: &Pod,
+    nodes: &[Node],
+    loads: &HashMap<String, NodeLoad>,
+) -> Result<String, String> {
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
     }
@@ -348,16 +392,28 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 }
 
 async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<Action, Error> {
-    let spec = pod.spec.as_ref().ok_or(Error::Missing { kind: "Pod", field: "spec" })?;
+    let spec = pod.spec.as_ref().ok_or(Error::Missing {
+        kind: "Pod",
+        field: "spec",
+    })?;
     if spec.node_name.as_deref().is_some_and(|n| !n.is_empty())
         || pod.metadata.deletion_timestamp.is_some()
         || pods::is_terminal(pod)
-        || spec.scheduler_name.as_deref().is_some_and(|s| s != SCHEDULER_NAME)
+        || spec
+            .scheduler_name
+            .as_deref()
+            .is_some_and(|s| s != SCHEDULER_NAME)
     {
         return Ok(Action::await_change());
     }
-    let ns = pod.metadata.namespace.as_deref().ok_or(Error::Missing { kind: "Pod", field: "metadata.namespace" })?;
-    let name = pod.metadata.name.as_deref().ok_or(Error::Missing { kind: "Pod", field: "metadata.name" })?;
+    let ns = pod.metadata.namespace.as_deref().ok_or(Error::Missing {
+        kind: "Pod",
+        field: "metadata.namespace",
+    })?;
+    let name = pod.metadata.name.as_deref().ok_or(Error::Missing {
+        kind: "Pod",
+        field: "metadata.name",
+    })?;
     let nodes = Api::<Node>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await
@@ -406,11 +462,18 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<Action, Error> {
             };
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
             match api
-                .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    name,
+                    &PostParams::default(),
+                    &binding,
+                )
                 .await
             {
                 Ok(_) => {}
-                Err(e) if is_status(&e, 409) || is_status(&e, 404) => return Ok(Action::await_change()),
+                Err(e) if is_status(&e, 409) || is_status(&e, 404) => {
+                    return Ok(Action::await_change());
+                }
                 Err(e) => return Err(Error::api(format!("bind pod {ns}/{name} to {node}"))(e)),
             }
             if let Some(uid) = &pod.metadata.uid {
@@ -421,12 +484,19 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<Action, Error> {
             }
             ctx.backoff.succeeded(&runner::key(&pod.metadata));
             ctx.events
-                .emit(pod, Kind::Normal, "Scheduled", format!("Successfully assigned {ns}/{name} to {node}"))
+                .emit(
+                    pod,
+                    Kind::Normal,
+                    "Scheduled",
+                    format!("Successfully assigned {ns}/{name} to {node}"),
+                )
                 .await;
             Ok(Action::await_change())
         }
         Err(message) => {
-            ctx.events.emit(pod, Kind::Warning, "FailedScheduling", message.clone()).await;
+            ctx.events
+                .emit(pod, Kind::Warning, "FailedScheduling", message.clone())
+                .await;
             let patch = json!({"status": {"conditions": [{
                 "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                 "message": message, "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
@@ -437,11 +507,19 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<Action, Error> {
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(message.as_str())));
-            if !already {
-                if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
-                    tracing::debug!(pod = name, error = %e, "PodScheduled condition not set");
-                }
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c.type_ == "PodScheduled"
+                            && c.status == "False"
+                            && c.message.as_deref() == Some(message.as_str())
+                    })
+                });
+            if !already
+                && let Err(e) = api
+                    .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+                    .await
+            {
+                tracing::debug!(pod = name, error = %e, "PodScheduled condition not set");
             }
             // Retried with backoff, at least every 10 s, and whenever Nodes change.
             let delay = ctx.backoff.next(runner::key(&pod.metadata));
@@ -490,7 +568,10 @@ mod tests {
     fn filters_and_message() {
         let nodes = vec![
             node("a", json!({"metadata": {"labels": {"disk": "ssd"}}})),
-            node("b", json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}})),
+            node(
+                "b",
+                json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}),
+            ),
             node("c", json!({"spec": {"unschedulable": true}})),
         ];
         let loads = HashMap::new();
@@ -498,11 +579,15 @@ mod tests {
         let p = pod(json!({"spec": {"nodeSelector": {"disk": "hdd"}}}));
         let err = pick(&p, &nodes, &loads).unwrap_err();
         assert!(err.starts_with("0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: db}, 1 node(s) were unschedulable."), "{err}");
-        let tolerant = pod(json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "b"},
-            "tolerations": [{"key": "dedicated", "operator": "Exists"}]}}));
+        let tolerant = pod(
+            json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "b"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}]}}),
+        );
         assert_eq!(pick(&tolerant, &nodes, &loads).unwrap(), "b");
-        let affinity = pod(json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "DoesNotExist"}]}]}}}}}));
+        let affinity = pod(
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "DoesNotExist"}]}]}}}}}),
+        );
         assert!(pick(&affinity, &nodes[..1], &loads).is_err());
         assert!(pick(&pod(json!({})), &[], &loads).is_err());
     }
@@ -510,11 +595,19 @@ mod tests {
     #[test]
     fn resources_and_least_allocated() {
         let nodes = vec![node("a", json!({})), node("b", json!({}))];
-        let big = pod(json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}}]}}));
+        let big = pod(
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}}]}}),
+        );
         let mut loads = HashMap::new();
-        loads.entry("a".to_owned()).or_insert_with(NodeLoad::default).add(usage(&big), &[]);
+        loads
+            .entry("a".to_owned())
+            .or_insert_with(NodeLoad::default)
+            .add(usage(&big), &[]);
         assert_eq!(pick(&big, &nodes, &loads).unwrap(), "b");
-        loads.entry("b".to_owned()).or_insert_with(NodeLoad::default).add(usage(&big), &[]);
+        loads
+            .entry("b".to_owned())
+            .or_insert_with(NodeLoad::default)
+            .add(usage(&big), &[]);
         let err = pick(&big, &nodes, &loads).unwrap_err();
         assert!(err.contains("2 Insufficient cpu"), "{err}");
         let small = pod(json!({}));

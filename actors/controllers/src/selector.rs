@@ -32,8 +32,14 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 
 /// Whether a selector selects nothing in particular (no labels, no expressions).
 pub fn is_empty(selector: &LabelSelector) -> bool {
-    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
 }
 
 /// Whether every `key=value` of `selector` is in `labels` (a Service's or a nodeSelector's map).
@@ -71,7 +77,10 @@ mod tests {
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -86,10 +95,19 @@ mod tests {
         }));
         assert!(matches(&s, &labels(&[("app", "web"), ("tier", "a")])));
         assert!(!matches(&s, &labels(&[("app", "web"), ("tier", "c")])));
-        assert!(!matches(&s, &labels(&[("app", "web"), ("tier", "a"), ("canary", "1")])));
-        assert!(!matches(&s, &labels(&[("app", "web"), ("tier", "a"), ("env", "prod")])));
+        assert!(!matches(
+            &s,
+            &labels(&[("app", "web"), ("tier", "a"), ("canary", "1")])
+        ));
+        assert!(!matches(
+            &s,
+            &labels(&[("app", "web"), ("tier", "a"), ("env", "prod")])
+        ));
         assert!(!matches(&s, &labels(&[("tier", "a")])));
-        assert_eq!(to_query(&s), "app=web,tier in (a,b),!canary,env notin (prod)");
+        assert_eq!(
+            to_query(&s),
+            "app=web,tier in (a,b),!canary,env notin (prod)"
+        );
         assert!(matches(&LabelSelector::default(), &labels(&[])));
         assert!(is_empty(&LabelSelector::default()));
     }

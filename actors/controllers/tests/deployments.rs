@@ -40,14 +40,22 @@ async fn converged(api: &Api<Deployment>, replicas: i32) -> Deployment {
             && s.conditions.as_ref()?.iter().any(|c| {
                 c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
             })
-            && s.conditions.as_ref()?.iter().any(|c| c.type_ == "Available" && c.status == "True");
+            && s.conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True");
         ok.then_some(d)
     })
     .await
 }
 
 fn revision(rs: &ReplicaSet) -> String {
-    rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned().unwrap_or_default()
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .cloned()
+        .unwrap_or_default()
 }
 
 async fn replica_sets(client: &kube::Client) -> Vec<ReplicaSet> {
@@ -79,7 +87,9 @@ async fn rollout_update_undo_scale() {
     cluster.add_node("n2", "2", "4Gi", json!({})).await;
     let client = cluster.client.clone();
     let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &deployment()).await.unwrap();
+    api.create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
 
     // 1 ReplicaSet, 3 bound pods with the right labels and owners.
     let d = converged(&api, 3).await;
@@ -88,25 +98,62 @@ async fn rollout_update_undo_scale() {
     assert_eq!(rss.len(), 1);
     let rs = &rss[0];
     let hash = rs.metadata.labels.as_ref().unwrap()["pod-template-hash"].clone();
-    assert_eq!(rs.metadata.name.as_deref(), Some(format!("web-{hash}").as_str()));
+    assert_eq!(
+        rs.metadata.name.as_deref(),
+        Some(format!("web-{hash}").as_str())
+    );
     assert_eq!(revision(rs), "1");
     let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller, owner.block_owner_deletion), ("Deployment", Some(true), Some(true)));
-    assert_eq!(rs.spec.as_ref().unwrap().selector.match_labels.as_ref().unwrap()["pod-template-hash"], hash);
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.controller,
+            owner.block_owner_deletion
+        ),
+        ("Deployment", Some(true), Some(true))
+    );
+    assert_eq!(
+        rs.spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .match_labels
+            .as_ref()
+            .unwrap()["pod-template-hash"],
+        hash
+    );
     let pods = live_pods(&client).await;
     assert_eq!(pods.len(), 3);
     for p in &pods {
-        assert_eq!(p.metadata.labels.as_ref().unwrap()["pod-template-hash"], hash);
-        assert!(p.metadata.name.as_ref().unwrap().starts_with(&format!("web-{hash}-")));
+        assert_eq!(
+            p.metadata.labels.as_ref().unwrap()["pod-template-hash"],
+            hash
+        );
+        assert!(
+            p.metadata
+                .name
+                .as_ref()
+                .unwrap()
+                .starts_with(&format!("web-{hash}-"))
+        );
         let o = &p.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((o.kind.as_str(), o.uid.as_str(), o.controller), ("ReplicaSet", rs.metadata.uid.as_deref().unwrap(), Some(true)));
+        assert_eq!(
+            (o.kind.as_str(), o.uid.as_str(), o.controller),
+            (
+                "ReplicaSet",
+                rs.metadata.uid.as_deref().unwrap(),
+                Some(true)
+            )
+        );
         assert!(p.spec.as_ref().unwrap().node_name.is_some());
     }
     let first_template = rs.spec.as_ref().unwrap().template.clone().unwrap();
 
     // A template change rolls to a new ReplicaSet with revision 2.
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox", "env": [{"name": "VERSION", "value": "2"}]}]}}}});
-    api.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+    api.patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
     let d = converged(&api, 3).await;
     assert_eq!(d.metadata.annotations.as_ref().unwrap()[REVISION], "2");
     let rss = eventually(30, "old replica set scaled to 0", || async {
@@ -119,28 +166,62 @@ async fn rollout_update_undo_scale() {
     assert_ne!(new_hash, hash);
     eventually(30, "only new pods", || async {
         let pods = live_pods(&client).await;
-        (pods.len() == 3 && pods.iter().all(|p| p.metadata.labels.as_ref().unwrap()["pod-template-hash"] == new_hash)).then_some(())
+        (pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p.metadata.labels.as_ref().unwrap()["pod-template-hash"] == new_hash))
+        .then_some(())
     })
     .await;
 
     // Undo like kubectl: the old ReplicaSet's template without the hash label.
     let mut t = first_template;
-    t.metadata.as_mut().unwrap().labels.as_mut().unwrap().remove("pod-template-hash");
+    t.metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove("pod-template-hash");
     let patch = json!([{"op": "replace", "path": "/spec/template", "value": t}]);
-    api.patch("web", &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(patch).unwrap())).await.unwrap();
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
+    )
+    .await
+    .unwrap();
     let d = converged(&api, 3).await;
     assert_eq!(d.metadata.annotations.as_ref().unwrap()[REVISION], "3");
     let rss = replica_sets(&client).await;
     assert_eq!(rss.len(), 2, "the old ReplicaSet is reused");
-    let reused = rss.iter().find(|r| r.metadata.labels.as_ref().unwrap()["pod-template-hash"] == hash).unwrap();
+    let reused = rss
+        .iter()
+        .find(|r| r.metadata.labels.as_ref().unwrap()["pod-template-hash"] == hash)
+        .unwrap();
     assert_eq!(revision(reused), "3");
     assert_eq!(reused.spec.as_ref().unwrap().replicas, Some(3));
 
     // Scale.
-    api.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 5}}))).await.unwrap();
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
     converged(&api, 5).await;
-    api.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 1}}))).await.unwrap();
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
     converged(&api, 1).await;
-    eventually(30, "one pod", || async { (live_pods(&client).await.len() == 1).then_some(()) }).await;
+    eventually(30, "one pod", || async {
+        (live_pods(&client).await.len() == 1).then_some(())
+    })
+    .await;
     cluster.stop().await;
 }

@@ -65,12 +65,24 @@ impl Cluster {
             .start(controllers::supervisor(client.clone(), config))
             .await
             .unwrap();
-        Self { client, kernel, state, _dir: dir, sims: Vec::new() }
+        Self {
+            client,
+            kernel,
+            state,
+            _dir: dir,
+            sims: Vec::new(),
+        }
     }
 
     /// Adds a Ready node (cpu, memory allocatable; extra merged into the object) and starts
     /// playing its kubelet.
-    pub async fn add_node(&mut self, name: &str, cpu: &str, memory: &str, extra: serde_json::Value) {
+    pub async fn add_node(
+        &mut self,
+        name: &str,
+        cpu: &str,
+        memory: &str,
+        extra: serde_json::Value,
+    ) {
         let mut v = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
@@ -93,7 +105,9 @@ impl Cluster {
         let client = self.client.clone();
         let node = name.to_owned();
         let index = self.sims.len();
-        self.sims.push(tokio::spawn(async move { kubelet(client, node, index).await }));
+        self.sims.push(tokio::spawn(
+            async move { kubelet(client, node, index).await },
+        ));
     }
 
     pub async fn stop(self) {
@@ -137,7 +151,9 @@ async fn kubelet(client: kube::Client, node: String, index: usize) {
                 let uid = p.metadata.uid.clone().unwrap();
                 let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
                 if p.metadata.deletion_timestamp.is_some() {
-                    let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+                    let _ = api
+                        .delete(&name, &DeleteParams::default().grace_period(0))
+                        .await;
                     continue;
                 }
                 let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
