@@ -254,6 +254,27 @@ async fn endpoints_and_slices() {
         assert_eq!(ep.target_ref.as_ref().unwrap().kind.as_deref(), Some("Pod"));
     }
 
+    // Converged objects are left alone (no write loops).
+    let rv = |o: &Option<String>| o.clone().unwrap();
+    let (slice_rv, ep_rv) = (
+        rv(&s.metadata.resource_version),
+        rv(&eps.get("web").await.unwrap().metadata.resource_version),
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        rv(&slices
+            .get(s.metadata.name.as_ref().unwrap())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version),
+        slice_rv
+    );
+    assert_eq!(
+        rv(&eps.get("web").await.unwrap().metadata.resource_version),
+        ep_rv
+    );
+
     // A pod that is not ready moves to notReadyAddresses.
     let status = json!({"status": {"phase": "Running", "podIP": "10.42.9.9", "conditions": [{"type": "Ready", "status": "False"}]}});
     pods.patch_status(

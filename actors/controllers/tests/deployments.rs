@@ -202,6 +202,25 @@ async fn rollout_update_undo_scale() {
     assert_eq!(revision(reused), "3");
     assert_eq!(reused.spec.as_ref().unwrap().replicas, Some(3));
 
+    // Converged: no more writes to the Deployment or its ReplicaSets.
+    let before: Vec<_> = replica_sets(&client)
+        .await
+        .into_iter()
+        .map(|r| r.metadata.resource_version)
+        .collect();
+    let d_rv = api.get("web").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let after: Vec<_> = replica_sets(&client)
+        .await
+        .into_iter()
+        .map(|r| r.metadata.resource_version)
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        api.get("web").await.unwrap().metadata.resource_version,
+        d_rv
+    );
+
     // Scale.
     api.patch(
         "web",
@@ -223,5 +242,36 @@ async fn rollout_update_undo_scale() {
         (live_pods(&client).await.len() == 1).then_some(())
     })
     .await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_and_history_limit() {
+    let mut cluster = Cluster::start().await;
+    cluster.add_node("n1", "4", "8Gi", json!({})).await;
+    let client = cluster.client.clone();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let mut d = deployment();
+    let spec = d.spec.as_mut().unwrap();
+    spec.strategy = Some(obj(json!({"type": "Recreate"})));
+    spec.revision_history_limit = Some(1);
+    api.create(&PostParams::default(), &d).await.unwrap();
+    converged(&api, 3).await;
+    for v in ["2", "3", "4"] {
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {"v": v}}}}});
+        api.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        let d = converged(&api, 3).await;
+        assert_eq!(d.metadata.annotations.as_ref().unwrap()[REVISION], v);
+    }
+    // One old ReplicaSet kept besides the current one.
+    eventually(30, "history cleaned up", || async {
+        let rss = replica_sets(&client).await;
+        (rss.len() == 2).then_some(())
+    })
+    .await;
+    let rss = replica_sets(&client).await;
+    assert_eq!(rss.iter().map(revision).collect::<Vec<_>>(), ["3", "4"]);
     cluster.stop().await;
 }
