@@ -110,6 +110,9 @@ pub struct ServerArgs {
     /// Do not run a node agent in this process.
     #[arg(long, env = "K3S_DISABLE_AGENT")]
     pub disable_agent: bool,
+    /// Use this containerd socket instead of starting containerd as a child process.
+    #[arg(long, env = "K3S_CONTAINER_RUNTIME_ENDPOINT")]
+    pub container_runtime_endpoint: Option<PathBuf>,
     /// Network CIDR for pod IPs.
     #[arg(long, env = "K3S_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
     pub cluster_cidr: IpNet,

@@ -8,10 +8,9 @@ mod check_config;
 mod cli;
 mod client;
 mod config;
-// The in-process kube client the controllers will use to talk to the API server.
-#[allow(dead_code)]
 mod inprocess;
 mod kubeconfig;
+mod node;
 mod server;
 mod telemetry;
 

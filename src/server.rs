@@ -203,11 +203,6 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     }
     let token = write_token(&cfg, &pki, given_token.as_ref(), &password)?;
     write_kubeconfig(&cfg, &pki)?;
-    if !cfg.args.disable_agent {
-        tracing::warn!(
-            "this build has no node agent yet: running the control plane only (as with --disable-agent)"
-        );
-    }
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -223,12 +218,13 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         cacerts: pki.server_ca.cert_pem.clone().into(),
         metrics,
     };
-    let app = listener::router(state, apiserver::router(api.clone()));
+    let api_router = apiserver::router(api.clone());
+    let app = listener::router(state, api_router.clone());
     let addr = SocketAddr::new(cfg.args.bind_address, cfg.args.https_listen_port);
 
     let pki_for_actor = pki.clone();
     let api_for_actor = api.clone();
-    let tree = SupervisorSpec {
+    let mut tree = SupervisorSpec {
         name: "server".into(),
         strategy: Strategy::OneForOne,
         intensity: Intensity {
@@ -261,6 +257,16 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             }),
         ],
     };
+    // The control loops, then the node agent: both need the API server, not the listener.
+    tree.children.push(crate::node::controllers(
+        &api_router,
+        &cfg,
+        &pki.server_ca.cert_pem,
+    ));
+    if !cfg.args.disable_agent {
+        tree.children
+            .push(crate::node::agent(&api_router, &api, &cfg));
+    }
     kernel.start(tree).await?;
     tracing::info!(
         node = %cfg.node_name,

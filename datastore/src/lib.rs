@@ -28,6 +28,7 @@ pub use backend::{Backend, WatchStream};
 pub use endpoint::{DbUrl, Endpoint, EndpointError, Secret, parse_endpoint};
 pub use error::StoreError;
 pub use options::{CompactionOptions, Durability, SqliteOptions, StoreOptions, WatchOptions};
+pub use sql::TlsFiles;
 pub use sqlite::SqliteBackend;
 pub use types::{Event, KeyValue, ListResult, Revision};
 
@@ -41,15 +42,15 @@ pub async fn open(
             Ok(Arc::new(SqliteBackend::open(path, opts.clone()).await?))
         }
         Endpoint::Postgres(url) => Ok(Arc::new(
-            sql::SqlBackend::open_postgres(url, opts, &Default::default(), &Default::default())
+            sql::SqlBackend::open_postgres(url, opts, &Default::default(), &opts.tls)
                 .await?,
         )),
         Endpoint::Mysql(url) => Ok(Arc::new(
-            sql::SqlBackend::open_mysql(url, opts, &Default::default(), &Default::default())
+            sql::SqlBackend::open_mysql(url, opts, &Default::default(), &opts.tls)
                 .await?,
         )),
         Endpoint::Etcd { endpoints } => Ok(Arc::new(
-            etcd::EtcdBackend::connect(endpoints, opts, &Default::default(), &Default::default())
+            etcd::EtcdBackend::connect(endpoints, opts, &Default::default(), &opts.tls)
                 .await?,
         )),
     }

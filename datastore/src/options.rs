@@ -13,6 +13,8 @@ pub struct StoreOptions {
     pub watch: WatchOptions,
     /// SQLite specifics.
     pub sqlite: SqliteOptions,
+    /// TLS files for an external datastore (`--datastore-cafile/-certfile/-keyfile`).
+    pub tls: crate::sql::TlsFiles,
 }
 
 /// Automatic, store-owned compaction (the API server may also call `compact` itself).

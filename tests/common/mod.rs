@@ -42,6 +42,8 @@ pub struct Server {
     pub port: u16,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// Whether the server runs its node agent (no `--disable-agent`).
+    pub agent: bool,
 }
 
 impl Server {
@@ -53,12 +55,22 @@ impl Server {
 
     /// Start in an existing directory (for restart tests).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::launch(dir, false, extra)
+    }
+
+    /// Start `k3s server` with its node agent (containerd, kubelet, kube-proxy): needs root.
+    pub fn start_with_agent(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::launch(dir, true, extra)
+    }
+
+    fn launch(dir: tempfile::TempDir, agent: bool, extra: &[&str]) -> Server {
         let port = free_port();
         let mut s = Server {
             log: dir.path().join("server.log"),
             dir,
             port,
             child: None,
+            agent,
         };
         s.spawn(extra);
         s
@@ -89,7 +101,7 @@ impl Server {
             .arg(self.port.to_string())
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig())
-            .arg("--disable-agent")
+            .args((!self.agent).then_some("--disable-agent"))
             .arg("--config")
             .arg(&config)
             .args(extra)
