@@ -8,6 +8,7 @@
 //! `system:masters`; every other path goes to the router it is given (the API server).
 
 mod routes;
+pub mod supervisor;
 mod tls;
 
 pub use routes::{ListenerState, router, status};
