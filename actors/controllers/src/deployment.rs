@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runner::LoopCtx;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -21,7 +22,6 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kernel::ServiceCtx;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -59,7 +59,7 @@ struct Ctx {
 }
 
 /// The `deployment` service.
-pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
+pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
     let data = Arc::new(Ctx {
         events: Recorder::new(client.clone(), "deployment-controller"),

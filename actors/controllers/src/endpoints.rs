@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runner::LoopCtx;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
@@ -21,7 +22,6 @@ use k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kernel::ServiceCtx;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -205,7 +205,7 @@ async fn selected_pods(client: &kube::Client, svc: &Service) -> Result<Option<Ve
 
 /// The `endpoints` service.
 pub(crate) async fn run_endpoints(
-    ctx: ServiceCtx,
+    ctx: LoopCtx,
     shared: Arc<Shared>,
 ) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
@@ -336,7 +336,7 @@ async fn reconcile_orphan_endpoints(ep: Arc<Endpoints>, ctx: Arc<Ctx>) -> Result
 
 /// The `endpointslice` service.
 pub(crate) async fn run_endpointslices(
-    ctx: ServiceCtx,
+    ctx: LoopCtx,
     shared: Arc<Shared>,
 ) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();

@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::runner::LoopCtx;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
-use kernel::ServiceCtx;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
@@ -27,7 +27,7 @@ struct Ctx {
 }
 
 /// The `nodeipam` service.
-pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
+pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
     let data = Arc::new(Ctx {
         client: client.clone(),

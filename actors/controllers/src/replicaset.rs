@@ -10,11 +10,11 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runner::LoopCtx;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kernel::ServiceCtx;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -34,7 +34,7 @@ struct Ctx {
 }
 
 /// The `replicaset` service.
-pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
+pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
     let data = Arc::new(Ctx {
         events: Recorder::new(client.clone(), "replicaset-controller"),

@@ -1,5 +1,5 @@
-//! Driving a `kube::runtime::Controller` as a kernel service: ready once the loop is built, stop
-//! when the service is cancelled, log each reconcile error, and back off per key.
+//! Driving a `kube::runtime::Controller` as a leader-gated loop: stop when the loop is cancelled
+//! (the service stops or leadership is lost), log each reconcile error, and back off per key.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -7,8 +7,34 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kernel::ServiceCtx;
 use kube::runtime::controller::Action;
+use tokio_util::sync::CancellationToken;
+
+/// What one run of a loop is given: a token cancelled when the service stops or this process
+/// loses leadership. A loop runs from the moment leadership is gained until then.
+#[derive(Debug, Clone)]
+pub(crate) struct LoopCtx {
+    token: CancellationToken,
+}
+
+impl LoopCtx {
+    pub fn new(token: CancellationToken) -> Self {
+        Self { token }
+    }
+
+    /// Marks the loop started (the service itself is ready once it waits for leadership).
+    pub fn ready(&self) {}
+
+    /// Resolves when the loop must stop.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.token.clone().cancelled_owned()
+    }
+
+    /// The stop token, for the loop's own tasks.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+}
 
 /// Per-key failure counts, for exponential requeue backoff (1 s doubling up to 2 min).
 #[derive(Debug, Default)]
@@ -54,7 +80,7 @@ pub(crate) fn key(meta: &kube::api::ObjectMeta) -> String {
 
 /// Marks the service ready and drains the controller's stream until cancelled.
 pub(crate) async fn drive<S, T, E>(
-    ctx: ServiceCtx,
+    ctx: LoopCtx,
     name: &'static str,
     stream: S,
 ) -> Result<(), kernel::BoxError>

@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::runner::LoopCtx;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     Binding, Node, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, Pod, Taint,
     Toleration,
 };
-use kernel::ServiceCtx;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -46,7 +46,7 @@ struct Ctx {
 }
 
 /// The `scheduler` service.
-pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
+pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
     let data = Arc::new(Ctx {
         events: Recorder::new(client.clone(), SCHEDULER_NAME),

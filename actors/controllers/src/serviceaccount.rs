@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::runner::LoopCtx;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
-use kernel::ServiceCtx;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -25,7 +25,7 @@ struct Ctx {
 }
 
 /// The `serviceaccount` service.
-pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
+pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
     let data = Arc::new(Ctx {
         client: client.clone(),

@@ -47,6 +47,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Self {
+        Self::start_with(options()).await
+    }
+
+    /// A cluster whose controllers use `options`.
+    pub async fn start_with(options: controllers::Options) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
@@ -56,13 +61,12 @@ impl Cluster {
         let admin = UserInfo::authenticated("system:admin", [protocols::user::MASTERS.to_owned()]);
         let client = client(apiserver::router(state.clone()), admin);
         let kernel = kernel::Kernel::new();
-        let config = controllers::ControllersConfig {
-            cluster_cidr: "10.42.0.0/16".parse().unwrap(),
-            node_cidr_mask: 24,
-            root_ca_pem: "-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n".into(),
-        };
         kernel
-            .start(controllers::supervisor(client.clone(), config))
+            .start(controllers::supervisor_with(
+                client.clone(),
+                config(),
+                options,
+            ))
             .await
             .unwrap();
         Self {
@@ -110,6 +114,18 @@ impl Cluster {
         ));
     }
 
+    /// Another controllers supervisor (another "server") on the same API server.
+    pub async fn second_controllers(&self, options: controllers::Options) -> kernel::Kernel {
+        let admin = UserInfo::authenticated("system:admin", [protocols::user::MASTERS.to_owned()]);
+        let client = client(apiserver::router(self.state.clone()), admin);
+        let kernel = kernel::Kernel::new();
+        kernel
+            .start(controllers::supervisor_with(client, config(), options))
+            .await
+            .unwrap();
+        kernel
+    }
+
     pub async fn stop(self) {
         for s in &self.sims {
             s.abort();
@@ -119,7 +135,34 @@ impl Cluster {
     }
 }
 
-fn now() -> String {
+pub fn config() -> controllers::ControllersConfig {
+    controllers::ControllersConfig {
+        cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+        node_cidr_mask: 24,
+        root_ca_pem: "-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n".into(),
+    }
+}
+
+/// Test options: leader election with short timings.
+pub fn options() -> controllers::Options {
+    controllers::Options {
+        leader_election: Some(election("test-a")),
+        ..controllers::Options::default()
+    }
+}
+
+/// Leader election as `identity`, lease 4 s, renew every 500 ms.
+pub fn election(identity: &str) -> controllers::LeaderElection {
+    controllers::LeaderElection {
+        identity: identity.to_owned(),
+        lease_duration: Duration::from_secs(4),
+        renew_deadline: Duration::from_secs(3),
+        retry_period: Duration::from_millis(500),
+        ..controllers::LeaderElection::default()
+    }
+}
+
+pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
