@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod config;
 mod inprocess;
+mod join;
 mod kubeconfig;
 mod node;
 mod server;

@@ -3,9 +3,10 @@
 //! The controllers (scheduler included) and, unless `--disable-agent`, the node agent (kubelet on
 //! containerd, kube-proxy) run as supervisors in the server's actor tree. Each talks to the API
 //! server through an in-process `kube::Client` ([`crate::inprocess`]) carrying its own identity,
-//! exactly the requests a remote component would send over HTTPS. The API server reaches this
-//! node's kubelet (logs, exec, attach, port-forward) through [`LocalKubelet`], a dialer for the
-//! kubelet's unix socket.
+//! exactly the requests a remote component would send over HTTPS. The API server reaches
+//! kubelets (logs, exec, attach, port-forward) through [`KubeletDialer`]: this node's over its
+//! unix socket, a joined agent's through its tunnel. `k3s agent` builds the same agent tree
+//! ([`agent_supervisor`]) over HTTPS clients.
 
 use crate::inprocess;
 use crate::server::Resolved;
@@ -13,7 +14,6 @@ use futures::future::BoxFuture;
 use kernel::{ChildSpec, Intensity, Restart, Strategy, SupervisorSpec};
 use protocols::user::UserInfo;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The supervisor of the scheduler and the controllers, as the controller-manager's identity.
@@ -30,44 +30,88 @@ pub fn controllers(router: &axum::Router, cfg: &Resolved, root_ca_pem: &str) -> 
     ChildSpec::supervisor(controllers::supervisor(client, config))
 }
 
-/// The node agent's supervisor: the kubelet's tree, then kube-proxy. The kubelet's API socket is
-/// registered with the API server so that logs, exec and port-forward reach it.
-pub fn agent(router: &axum::Router, api: &apiserver::ApiState, cfg: &Resolved) -> ChildSpec {
-    let agent_dir = cfg.args.data_dir.join("agent");
-    let node_user = UserInfo::authenticated(
-        format!("system:node:{}", cfg.node_name),
-        ["system:nodes".to_owned()],
-    );
-    let client = inprocess::client(router.clone(), node_user);
-    api.set_kubelet_dialer(Arc::new(LocalKubelet {
-        node: cfg.node_name.clone(),
-        socket: kubelet::socket_path(&agent_dir),
-    }));
+/// What a node agent needs to know, in the server process or in `k3s agent`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's name.
+    pub node_name: String,
+    /// This node's InternalIP.
+    pub node_ip: std::net::IpAddr,
+    /// `<data-dir>/agent`.
+    pub agent_dir: PathBuf,
+    /// The cluster DNS service IP.
+    pub cluster_dns: std::net::IpAddr,
+    /// The cluster domain.
+    pub cluster_domain: String,
+    /// The pod network.
+    pub cluster_cidr: ipnet::IpNet,
+    /// An existing containerd socket: then no containerd is started.
+    pub container_runtime_endpoint: Option<PathBuf>,
+}
+
+/// The node agent's supervisor: the kubelet's tree, then kube-proxy, then `extra` children
+/// (the agent tunnel in `k3s agent`).
+pub fn agent_supervisor(
+    kubelet_client: kube::Client,
+    proxy_client: kube::Client,
+    cfg: &NodeConfig,
+    extra: Vec<ChildSpec>,
+) -> SupervisorSpec {
     let kubelet_config = kubelet::KubeletConfig {
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ip,
-        agent_dir,
-        cluster_dns: cfg.args.cluster_dns,
-        cluster_domain: cfg.args.cluster_domain.clone(),
-        container_runtime_endpoint: cfg.args.container_runtime_endpoint.clone(),
+        agent_dir: cfg.agent_dir.clone(),
+        cluster_dns: cfg.cluster_dns,
+        cluster_domain: cfg.cluster_domain.clone(),
+        container_runtime_endpoint: cfg.container_runtime_endpoint.clone(),
     };
     let proxy_config = kubeproxy::ProxyConfig {
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ip,
-        cluster_cidr: cfg.args.cluster_cidr,
+        cluster_cidr: cfg.cluster_cidr,
     };
-    ChildSpec::supervisor(SupervisorSpec {
+    let mut children = vec![
+        ChildSpec::supervisor(kubelet::supervisor(kubelet_client, kubelet_config)),
+        kubeproxy::child(proxy_client, proxy_config).with_restart(Restart::Permanent),
+    ];
+    children.extend(extra);
+    SupervisorSpec {
         name: "agent".into(),
         strategy: Strategy::OneForOne,
         intensity: Intensity {
             max_restarts: 10,
             within: Duration::from_secs(60),
         },
-        children: vec![
-            ChildSpec::supervisor(kubelet::supervisor(client.clone(), kubelet_config)),
-            kubeproxy::child(client, proxy_config).with_restart(Restart::Permanent),
-        ],
-    })
+        children,
+    }
+}
+
+/// The server process's own node agent, over in-process clients as the node's identity.
+pub fn agent(router: &axum::Router, cfg: &Resolved) -> ChildSpec {
+    let node_user = UserInfo::authenticated(
+        format!("system:node:{}", cfg.node_name),
+        ["system:nodes".to_owned()],
+    );
+    let client = inprocess::client(router.clone(), node_user);
+    ChildSpec::supervisor(agent_supervisor(
+        client.clone(),
+        client,
+        &local_node(cfg),
+        Vec::new(),
+    ))
+}
+
+/// The server's own node, as a [`NodeConfig`].
+pub fn local_node(cfg: &Resolved) -> NodeConfig {
+    NodeConfig {
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip,
+        agent_dir: cfg.args.data_dir.join("agent"),
+        cluster_dns: cfg.args.cluster_dns,
+        cluster_domain: cfg.args.cluster_domain.clone(),
+        cluster_cidr: cfg.args.cluster_cidr,
+        container_runtime_endpoint: cfg.args.container_runtime_endpoint.clone(),
+    }
 }
 
 /// Each node's share of the cluster CIDR: /24 for IPv4 (as K3s), /64 for IPv6.
@@ -78,29 +122,34 @@ fn node_cidr_mask(cluster: &ipnet::IpNet) -> u8 {
     }
 }
 
-/// Reaches the kubelet of this process's own node over its unix socket.
+/// Reaches kubelets: this process's own node over its unix socket, any other node through its
+/// agent tunnel.
 #[derive(Debug)]
-struct LocalKubelet {
-    node: String,
-    socket: PathBuf,
+pub struct KubeletDialer {
+    /// This process's node and its kubelet socket, when it runs an agent.
+    pub local: Option<(String, PathBuf)>,
+    /// The connected agents.
+    pub tunnels: tunnel::Registry,
 }
 
-impl apiserver::KubeletDialer for LocalKubelet {
+impl apiserver::KubeletDialer for KubeletDialer {
     fn dial(
         &self,
         node: &str,
     ) -> BoxFuture<'static, std::io::Result<Box<dyn apiserver::KubeletStream>>> {
-        let socket = self.socket.clone();
-        let known = node == self.node;
+        let local = self
+            .local
+            .as_ref()
+            .filter(|(n, _)| n == node)
+            .map(|(_, socket)| socket.clone());
+        let tunnels = self.tunnels.clone();
         let node = node.to_owned();
         Box::pin(async move {
-            if !known {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("node {node} is not connected to this server"),
-                ));
+            if let Some(socket) = local {
+                let stream = tokio::net::UnixStream::connect(&socket).await?;
+                return Ok(Box::new(stream) as Box<dyn apiserver::KubeletStream>);
             }
-            let stream = tokio::net::UnixStream::connect(&socket).await?;
+            let stream = tunnels.dial(&node).await?;
             Ok(Box::new(stream) as Box<dyn apiserver::KubeletStream>)
         })
     }

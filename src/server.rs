@@ -219,7 +219,28 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         metrics,
     };
     let api_router = apiserver::router(api.clone());
-    let app = listener::router(state, api_router.clone());
+    // Agents join through the K3s supervisor endpoints and reach back through their tunnels.
+    let tunnels = tunnel::Registry::new();
+    api.set_kubelet_dialer(Arc::new(crate::node::KubeletDialer {
+        local: (!cfg.args.disable_agent).then(|| {
+            let socket = kubelet::socket_path(&cfg.args.data_dir.join("agent"));
+            (cfg.node_name.clone(), socket)
+        }),
+        tunnels: tunnels.clone(),
+    }));
+    let supervisor = listener::supervisor::SupervisorState {
+        token_password: password.as_str().into(),
+        pki: pki.clone(),
+        node_passwords: Arc::new(crate::join::SecretNodePasswords::new(&api_router)),
+        agent_config: listener::supervisor::AgentConfig {
+            cluster_dns: cfg.args.cluster_dns.to_string(),
+            cluster_domain: cfg.args.cluster_domain.clone(),
+            cluster_cidr: cfg.args.cluster_cidr.to_string(),
+            service_cidr: cfg.args.service_cidr.to_string(),
+        },
+    };
+    let front = crate::join::router(supervisor, tunnels.clone(), api_router.clone());
+    let app = listener::router(state, front);
     let addr = SocketAddr::new(cfg.args.bind_address, cfg.args.https_listen_port);
 
     let pki_for_actor = pki.clone();
@@ -264,8 +285,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         &pki.server_ca.cert_pem,
     ));
     if !cfg.args.disable_agent {
-        tree.children
-            .push(crate::node::agent(&api_router, &api, &cfg));
+        tree.children.push(crate::node::agent(&api_router, &cfg));
     }
     kernel.start(tree).await?;
     tracing::info!(
@@ -281,13 +301,14 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         e = kernel.failed() => Err(ServerError::Kernel(e)),
     };
     tracing::info!("stopping");
+    tunnels.close_all();
     kernel.shutdown(SHUTDOWN_DEADLINE).await;
     api.close().await;
     outcome
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -303,7 +324,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn ensure_dir(path: &Path) -> Result<(), ServerError> {
+pub(crate) fn ensure_dir(path: &Path) -> Result<(), ServerError> {
     let err = |source| ServerError::DataDir {
         path: path.to_owned(),
         source,
@@ -450,7 +471,7 @@ pub fn nth_address(net: &IpNet, n: u32) -> Option<IpAddr> {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()
@@ -458,7 +479,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
@@ -473,7 +494,7 @@ fn is_dns_subdomain(s: &str) -> bool {
 /// The address of the interface that holds the default route, else loopback.
 ///
 /// Connecting a UDP socket only selects a route; no packet is sent.
-fn default_route_ip() -> IpAddr {
+pub(crate) fn default_route_ip() -> IpAddr {
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| s.connect("203.0.113.1:9").map(|()| s))
         .and_then(|s| s.local_addr())
