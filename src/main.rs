@@ -4,6 +4,7 @@
 //! prepares what a command needs and hands the work to the kernel's actors.
 
 mod actors_cmd;
+mod agent;
 mod check_config;
 mod cli;
 mod client;
@@ -42,7 +43,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Agent(_) => not_yet("agent", "the node agent (issue 6)"),
+        Command::Agent(args) => {
+            let _telemetry = match telemetry::init(args.debug, args.otlp_endpoint.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return fail(&e.into()),
+            };
+            runtime()
+                .and_then(|rt| rt.block_on(agent::run(args)).map_err(Into::into))
+                .map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+        }
         Command::Token { .. } => not_yet("token", "token management"),
         Command::Server(args) => {
             let _telemetry = match telemetry::init(args.debug, args.otlp_endpoint.as_deref()) {

@@ -106,6 +106,9 @@ impl AgentTunnel {
                 () = stop.cancelled() => return,
                 r = self.connect_once(&stop) => r,
             };
+            if stop.is_cancelled() {
+                return;
+            }
             match attempt {
                 Ok(()) => {
                     delay = BACKOFF_MIN;
