@@ -261,6 +261,46 @@ fn deployment_runs_in_containerd_and_serves_through_its_service() {
     let exit = c.kubectl(&["-n", "e2e", "exec", &pod, "--", "sh", "-c", "exit 3"]);
     assert_eq!(exit.status.code(), Some(3), "exec exit code");
 
+    // Pod to pod and pod to Service, from inside a container. (Not `wget -T`: Debian's static
+    // busybox 1.35 segfaults on that option, with or without a container.)
+    for target in [
+        format!("http://{ip}:8080/"),
+        format!("http://{cluster_ip}/"),
+    ] {
+        let body = c.eventually(Duration::from_secs(30), "reachable from a pod", || {
+            c.stdout_of(&[
+                "-n", "e2e", "exec", &pod, "--", "timeout", "5", "wget", "-qO-", &target,
+            ])
+            .filter(|b| b.contains("served-by-web-"))
+        });
+        assert!(body.starts_with("served-by-web-"), "{target}: {body}");
+    }
+
+    // The Python client's WebSocket exec and port-forward (v4.channel.k8s.io) reach the pod too.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/stream_test.py");
+    let has_client = Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_client {
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(c.server.kubeconfig())
+            .args(["e2e", pod.as_str(), "8080"])
+            .output()
+            .expect("run stream_test.py");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "python streams failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("EXEC:exec-from-python"), "{text}");
+        assert!(text.contains("served-by-web-"), "{text}");
+    } else if std::env::var_os("CI").is_some() {
+        panic!("the Python kubernetes client is not installed (tests/run.sh installs it)");
+    }
+
     // A crashing container backs off with upstream's reason.
     c.eventually(Duration::from_secs(90), "CrashLoopBackOff", || {
         c.stdout_of(&["-n", "e2e", "get", "pod", "crasher", "--no-headers"])

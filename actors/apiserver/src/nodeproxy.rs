@@ -148,8 +148,7 @@ pub(crate) async fn serve(
             format!("/{sub}/{ns}/{name}/{c}{q}")
         }
         _ => {
-            let q = filter_query(&raw_query, |_| true);
-            format!("/portForward/{ns}/{name}{q}")
+            format!("/portForward/{ns}/{name}{}", port_forward_query(&raw_query))
         }
     };
     // Upgrades need the client's HTTP/1.1 connection; refuse before touching the node.
@@ -269,6 +268,30 @@ fn filter_query(raw: &str, keep: impl Fn(&str) -> bool) -> String {
         String::new()
     } else {
         format!("?{}", kept.join("&"))
+    }
+}
+
+/// The kubelet's port-forward query: the API's `ports=80,8080` (PodPortForwardOptions) becomes
+/// one `port=` per port, as upstream's API server sends it; other pairs are kept as sent.
+fn port_forward_query(raw: &str) -> String {
+    let mut pairs: Vec<String> = Vec::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if crate::request::decode(k) == "ports" => {
+                for port in crate::request::decode(v).split(',') {
+                    let port = port.trim();
+                    if !port.is_empty() {
+                        pairs.push(format!("port={port}"));
+                    }
+                }
+            }
+            _ => pairs.push(pair.to_owned()),
+        }
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
     }
 }
 
@@ -427,5 +450,8 @@ mod tests {
             "?follow=true&sinceTime=2024-01-01T00%3A00%3A00Z"
         );
         assert_eq!(filter_query("container=c", |k| k != "container"), "");
+        assert_eq!(port_forward_query("ports=80%2C8080"), "?port=80&port=8080");
+        assert_eq!(port_forward_query("ports=80&x=1"), "?port=80&x=1");
+        assert_eq!(port_forward_query(""), "");
     }
 }

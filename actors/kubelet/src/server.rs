@@ -350,6 +350,30 @@ async fn follow(
     }
 }
 
+/// Whether containerd's streaming server can take this WebSocket request itself: it negotiates
+/// the channel protocols up to `v4.channel.k8s.io` (and their base64 forms) but not v5, nor
+/// kubectl's SPDY-in-WebSocket port-forward. kubectl offers only those and falls back to SPDY
+/// on our 400; kube-rs also offers v4, and the Python client offers only v4.
+fn runtime_speaks_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|p| {
+            matches!(
+                p,
+                "channel.k8s.io"
+                    | "base64.channel.k8s.io"
+                    | "v4.channel.k8s.io"
+                    | "v4.base64.channel.k8s.io"
+                    | "portforward.k8s.io"
+                    | "base64.portforward.k8s.io"
+            )
+        })
+}
+
 /// exec, attach and port-forward: asks the runtime for a streaming URL and relays the upgrade.
 async fn stream(
     mut req: Request<Incoming>,
@@ -364,9 +388,9 @@ async fn stream(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if upgrade.contains("websocket") {
+    if upgrade.contains("websocket") && !runtime_speaks_websocket(req.headers()) {
         return Err(ApiError::BadRequest(
-            "WebSocket streaming is not supported by this kubelet yet; use SPDY".into(),
+            "WebSocket streaming with v5.channel.k8s.io is not supported by this kubelet yet; use SPDY (or v4.channel.k8s.io)".into(),
         ));
     }
     let pairs = logs::query_pairs(req.uri().query().unwrap_or_default());
@@ -480,7 +504,14 @@ async fn relay_upgrade(req: &mut Request<Incoming>, url: &str) -> Result<Respons
         .authority()
         .ok_or_else(|| ApiError::Runtime(format!("streaming URL {url:?} has no host")))?
         .to_string();
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let mut path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    // The runtime's URL carries a token for the session; options it reads from the query (the
+    // ports of a WebSocket port-forward) come from the client's request.
+    if uri.query().is_none()
+        && let Some(q) = req.uri().query()
+    {
+        path = format!("{path}?{q}");
+    }
     let mut upstream = TcpStream::connect(&authority).await.map_err(|e| {
         ApiError::Runtime(format!(
             "connecting to the streaming server {authority}: {e}"
@@ -587,4 +618,35 @@ async fn read_response_head(
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
     Ok((code, headers, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_speaks_websocket;
+
+    fn offered(protocols: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for p in protocols {
+            h.append(
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+                http::HeaderValue::from_str(p).expect("header value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_protocols_containerd_negotiates_are_relayed_as_websocket() {
+        // kubectl 1.32: v5 only for exec, SPDY-in-WebSocket for port-forward → 400, then SPDY.
+        assert!(!runtime_speaks_websocket(&offered(&["v5.channel.k8s.io"])));
+        assert!(!runtime_speaks_websocket(&offered(&[
+            "SPDY/3.1+portforward.k8s.io"
+        ])));
+        assert!(!runtime_speaks_websocket(&offered(&[])));
+        // kube-rs sends one comma-separated header; the Python client offers v4.
+        assert!(runtime_speaks_websocket(&offered(&[
+            "v5.channel.k8s.io, v4.channel.k8s.io"
+        ])));
+        assert!(runtime_speaks_websocket(&offered(&["v4.channel.k8s.io"])));
+    }
 }
