@@ -24,6 +24,7 @@
 //! | `endpoints` | [`endpoints`] | Services with a selector get Endpoints |
 //! | `endpointslice` | [`endpoints`] | ... and EndpointSlices |
 //! | `nodeipam` | [`nodeipam`] | Nodes get a pod CIDR |
+//! | `nodelifecycle` | [`nodelifecycle`] | silent Nodes become Unknown and tainted; NoExecute evicts |
 //! | `namespace` | [`namespace`] | terminating Namespaces are emptied and finalized |
 //! | `garbagecollector` | [`gc`] | dependents of deleted owners are deleted or orphaned |
 //! | `serviceaccount` | [`serviceaccount`] | every Namespace has `default` and `kube-root-ca.crt` |
@@ -36,6 +37,7 @@ pub mod gc;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 mod pods;
 pub mod quantity;
 pub mod replicaset;
@@ -208,7 +210,7 @@ pub fn supervisor(client: kube::Client, config: ControllersConfig) -> Supervisor
 /// A supervisor named "controllers": the electors `leader-controller-manager` and
 /// `leader-scheduler` first (stopped last, so the Leases are released after the loops stopped),
 /// then one child service per loop (`scheduler`, `deployment`, `replicaset`, `endpoints`,
-/// `endpointslice`, `nodeipam`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
+/// `endpointslice`, `nodeipam`, `nodelifecycle`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
 /// are independent: one-for-one restarts.
 pub fn supervisor_with(
     client: kube::Client,
@@ -244,6 +246,9 @@ pub fn supervisor_with(
         }))
         .child(child("nodeipam", cm, &shared, |c, s| {
             Box::pin(nodeipam::run(c, s))
+        }))
+        .child(child("nodelifecycle", cm, &shared, |c, s| {
+            Box::pin(nodelifecycle::run(c, s))
         }))
         .child(child("namespace", cm, &shared, |c, s| {
             Box::pin(namespace::run(c, s))

@@ -6,8 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use protocols::user::UserInfo;
@@ -43,6 +46,7 @@ pub struct Cluster {
     state: apiserver::ApiState,
     _dir: tempfile::TempDir,
     sims: Vec<tokio::task::JoinHandle<()>>,
+    paused: BTreeMap<String, Arc<AtomicBool>>,
 }
 
 impl Cluster {
@@ -75,6 +79,7 @@ impl Cluster {
             state,
             _dir: dir,
             sims: Vec::new(),
+            paused: BTreeMap::new(),
         }
     }
 
@@ -109,9 +114,17 @@ impl Cluster {
         let client = self.client.clone();
         let node = name.to_owned();
         let index = self.sims.len();
-        self.sims.push(tokio::spawn(
-            async move { kubelet(client, node, index).await },
-        ));
+        let paused = Arc::new(AtomicBool::new(false));
+        self.paused.insert(name.to_owned(), paused.clone());
+        self.sims.push(tokio::spawn(async move {
+            kubelet(client, node, index, paused).await
+        }));
+    }
+
+    /// Stops (true) or resumes (false) the simulated kubelet of `node`: no heartbeats, no pod
+    /// updates while stopped.
+    pub fn pause_node(&self, node: &str, paused: bool) {
+        self.paused[node].store(paused, Ordering::SeqCst);
     }
 
     /// Another controllers supervisor (another "server") on the same API server.
@@ -147,6 +160,7 @@ pub fn config() -> controllers::ControllersConfig {
 pub fn options() -> controllers::Options {
     controllers::Options {
         leader_election: Some(election("test-a")),
+        node_monitor_period: Duration::from_millis(500),
         ..controllers::Options::default()
     }
 }
@@ -177,13 +191,54 @@ pub fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     }
 }
 
-/// Plays the kubelet of `node`: pods bound to it become Running+Ready with an IP in
-/// 10.42.<index>.0/24; terminating pods are deleted at once.
-async fn kubelet(client: kube::Client, node: String, index: usize) {
+/// The label that makes the simulated kubelet finish a pod's containers with this exit code:
+/// "0" → Succeeded; anything else → Failed (restartPolicy Never) or a restart (OnFailure/Always).
+pub const EXIT_LABEL: &str = "sim.test/exit";
+
+/// Plays the kubelet of `node`: renews its Lease in kube-node-lease and keeps Ready True; pods
+/// bound to it become Running+Ready with an IP in 10.42.<index>.0/24, then finish if they carry
+/// [`EXIT_LABEL`]; terminating pods are deleted at once. Does nothing while `paused`.
+async fn kubelet(client: kube::Client, node: String, index: usize, paused: Arc<AtomicBool>) {
     let pods: Api<Pod> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(client.clone());
     let mut next_ip = 2u32;
     let mut ips: BTreeMap<String, String> = BTreeMap::new();
+    let mut beat = tokio::time::Instant::now() - Duration::from_secs(10);
     loop {
+        if paused.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if beat.elapsed() > Duration::from_millis(500) {
+            beat = tokio::time::Instant::now();
+            let lease = json!({"metadata": {"name": node, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now()}});
+            if let Err(e) = leases
+                .patch(
+                    &node,
+                    &PatchParams::apply("sim-kubelet").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await
+            {
+                eprintln!("sim kubelet {node}: lease not renewed: {e}");
+            }
+            if let Ok(n) = nodes.get(&node).await {
+                let ready = n
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if !ready {
+                    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+                        "reason": "KubeletReady", "message": "ok",
+                        "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}});
+                    let _ = nodes
+                        .patch_status(&node, &PatchParams::default(), &Patch::Strategic(&status))
+                        .await;
+                }
+            }
+        }
         if let Ok(list) = pods
             .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
             .await
@@ -199,8 +254,49 @@ async fn kubelet(client: kube::Client, node: String, index: usize) {
                         .await;
                     continue;
                 }
-                let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                if running {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                if matches!(phase, Some("Succeeded" | "Failed")) {
+                    continue;
+                }
+                let exit = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(EXIT_LABEL))
+                    .and_then(|v| v.parse::<i32>().ok());
+                let restart = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.restart_policy.clone())
+                    .unwrap_or_else(|| "Always".into());
+                if phase == Some("Running") {
+                    let Some(code) = exit else { continue };
+                    let restarts = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|c| c.first())
+                        .map_or(0, |c| c.restart_count);
+                    let status = if code == 0 || restart == "Never" {
+                        let phase = if code == 0 { "Succeeded" } else { "Failed" };
+                        json!({"status": {"phase": phase,
+                            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now()}],
+                            "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false,
+                                "restartCount": restarts,
+                                "state": {"terminated": {"exitCode": code, "reason": if code == 0 {"Completed"} else {"Error"},
+                                    "startedAt": now(), "finishedAt": now()}}}]}})
+                    } else {
+                        if restarts > 20 {
+                            continue;
+                        }
+                        json!({"status": {"containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+                            "ready": true, "restartCount": restarts + 1,
+                            "state": {"running": {"startedAt": now()}},
+                            "lastState": {"terminated": {"exitCode": code, "reason": "Error"}}}]}})
+                    };
+                    let _ = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await;
                     continue;
                 }
                 let ip = ips
@@ -219,6 +315,8 @@ async fn kubelet(client: kube::Client, node: String, index: usize) {
                         {"type": "ContainersReady", "status": "True", "lastTransitionTime": now()},
                         {"type": "Ready", "status": "True", "lastTransitionTime": now()},
                     ],
+                    "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true,
+                        "restartCount": 0, "state": {"running": {"startedAt": now()}}}],
                 }});
                 let _ = api
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
