@@ -3,8 +3,8 @@
 
 use crate::inprocess;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use listener::supervisor::{NodePasswordError, NodePasswords};
 use protocols::user::{MASTERS, UserInfo};
@@ -50,10 +50,9 @@ impl NodePasswords for SecretNodePasswords {
     fn get(&self, node: &str) -> BoxFuture<'static, Result<Option<String>, NodePasswordError>> {
         let (secrets, name) = (self.secrets.clone(), secret_name(node));
         Box::pin(async move {
-            let s = secrets
-                .get_opt(&name)
-                .await
-                .map_err(|e| NodePasswordError::Store(format!("reading Secret {NAMESPACE}/{name}: {e}")))?;
+            let s = secrets.get_opt(&name).await.map_err(|e| {
+                NodePasswordError::Store(format!("reading Secret {NAMESPACE}/{name}: {e}"))
+            })?;
             Ok(s.map(|s| {
                 s.data
                     .and_then(|d| d.get(HASH_KEY).cloned())
