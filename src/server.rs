@@ -171,7 +171,17 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ),
     };
     let endpoint = cfg.args.datastore_endpoint.clone().unwrap_or_default();
-    let api = apiserver::ApiState::open(&endpoint, &cfg.args.data_dir, api_config).await?;
+    let store_options = datastore::StoreOptions {
+        tls: datastore::TlsFiles {
+            ca_file: cfg.args.datastore_cafile.clone(),
+            cert_file: cfg.args.datastore_certfile.clone(),
+            key_file: cfg.args.datastore_keyfile.clone(),
+        },
+        ..Default::default()
+    };
+    let api =
+        apiserver::ApiState::open_with(&endpoint, &cfg.args.data_dir, api_config, &store_options)
+            .await?;
 
     let mut names = ServingNames::for_apiserver(
         &cfg.args.cluster_domain,

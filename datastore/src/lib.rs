@@ -37,21 +37,60 @@ pub async fn open(
     endpoint: &Endpoint,
     opts: &StoreOptions,
 ) -> Result<Arc<dyn Backend>, StoreError> {
+    if !matches!(endpoint, Endpoint::Sqlite { .. }) {
+        check_tls_files(&opts.tls)?;
+    }
     match endpoint {
         Endpoint::Sqlite { path, .. } => {
             Ok(Arc::new(SqliteBackend::open(path, opts.clone()).await?))
         }
         Endpoint::Postgres(url) => Ok(Arc::new(
-            sql::SqlBackend::open_postgres(url, opts, &Default::default(), &opts.tls)
-                .await?,
+            sql::SqlBackend::open_postgres(url, opts, &Default::default(), &opts.tls).await?,
         )),
         Endpoint::Mysql(url) => Ok(Arc::new(
-            sql::SqlBackend::open_mysql(url, opts, &Default::default(), &opts.tls)
-                .await?,
+            sql::SqlBackend::open_mysql(url, opts, &Default::default(), &opts.tls).await?,
         )),
         Endpoint::Etcd { endpoints } => Ok(Arc::new(
-            etcd::EtcdBackend::connect(endpoints, opts, &Default::default(), &opts.tls)
-                .await?,
+            etcd::EtcdBackend::connect(endpoints, opts, &Default::default(), &opts.tls).await?,
         )),
+    }
+}
+
+/// A TLS file that cannot be read is a configuration error naming the file, not an outage to
+/// retry.
+fn check_tls_files(tls: &TlsFiles) -> Result<(), StoreError> {
+    let files = [&tls.ca_file, &tls.cert_file, &tls.key_file];
+    for path in files.into_iter().flatten() {
+        std::fs::File::open(path).map_err(|source| StoreError::Io {
+            op: "cannot read datastore TLS file",
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreadable_tls_files_are_named_before_any_connection() {
+        let dir = std::path::Path::new("/nonexistent-k3s-test");
+        let endpoint = parse_endpoint("postgres://u:p@127.0.0.1:1/db", dir).expect("endpoint");
+        let opts = StoreOptions {
+            tls: TlsFiles {
+                ca_file: Some(dir.join("ca.pem")),
+                ..TlsFiles::default()
+            },
+            ..StoreOptions::default()
+        };
+        let err = open(&endpoint, &opts)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("/nonexistent-k3s-test/ca.pem"), "{err}");
+        assert!(err.contains("TLS file"), "{err}");
     }
 }

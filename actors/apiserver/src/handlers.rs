@@ -508,8 +508,7 @@ fn check_type(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let same_group = !ctx.r.group.is_empty() && ctx.r.group == group_of(av);
-    if (!av.is_empty() && av != want_av && !same_group)
-        || (!kind.is_empty() && kind != ctx.r.kind)
+    if (!av.is_empty() && av != want_av && !same_group) || (!kind.is_empty() && kind != ctx.r.kind)
     {
         return Err(ApiError::BadRequest(format!(
             "the API version in the data ({av}) does not match the expected API version ({want_av}), or the kind ({kind}) is not {}",

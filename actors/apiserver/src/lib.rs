@@ -75,8 +75,18 @@ impl ApiState {
         data_dir: &std::path::Path,
         config: ApiConfig,
     ) -> Result<Self, OpenError> {
+        Self::open_with(endpoint, data_dir, config, &datastore::StoreOptions::default()).await
+    }
+
+    /// [`ApiState::open`] with datastore options (e.g. the TLS files of an external datastore).
+    pub async fn open_with(
+        endpoint: &str,
+        data_dir: &std::path::Path,
+        config: ApiConfig,
+        options: &datastore::StoreOptions,
+    ) -> Result<Self, OpenError> {
         let endpoint = datastore::parse_endpoint(endpoint, data_dir)?;
-        let backend = datastore::open(&endpoint, &datastore::StoreOptions::default()).await?;
+        let backend = datastore::open(&endpoint, options).await?;
         Ok(Self::new(backend, config))
     }
 

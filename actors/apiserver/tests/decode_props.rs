@@ -1147,4 +1147,3 @@ fn valid_requests_succeed() {
         f.check(&g).unwrap();
     }
 }
-
