@@ -25,6 +25,7 @@
 //! | `endpointslice` | [`endpoints`] | ... and EndpointSlices |
 //! | `nodeipam` | [`nodeipam`] | Nodes get a pod CIDR |
 //! | `nodelifecycle` | [`nodelifecycle`] | silent Nodes become Unknown and tainted; NoExecute evicts |
+//! | `podgc` | [`podgc`] | pods of vanished Nodes and terminated pods beyond a threshold go |
 //! | `namespace` | [`namespace`] | terminating Namespaces are emptied and finalized |
 //! | `garbagecollector` | [`gc`] | dependents of deleted owners are deleted or orphaned |
 //! | `serviceaccount` | [`serviceaccount`] | every Namespace has `default` and `kube-root-ca.crt` |
@@ -38,6 +39,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 mod pods;
 pub mod quantity;
 pub mod replicaset;
@@ -79,6 +81,8 @@ pub struct Options {
     pub node_monitor_period: Duration,
     /// Terminated pods kept before the oldest are deleted (`--terminated-pod-gc-threshold`, 12500).
     pub terminated_pod_gc_threshold: usize,
+    /// How often the pod garbage collector runs (20 s).
+    pub pod_gc_period: Duration,
 }
 
 impl Default for Options {
@@ -88,6 +92,7 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
             terminated_pod_gc_threshold: 12_500,
+            pod_gc_period: podgc::DEFAULT_PERIOD,
         }
     }
 }
@@ -210,7 +215,7 @@ pub fn supervisor(client: kube::Client, config: ControllersConfig) -> Supervisor
 /// A supervisor named "controllers": the electors `leader-controller-manager` and
 /// `leader-scheduler` first (stopped last, so the Leases are released after the loops stopped),
 /// then one child service per loop (`scheduler`, `deployment`, `replicaset`, `endpoints`,
-/// `endpointslice`, `nodeipam`, `nodelifecycle`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
+/// `endpointslice`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
 /// are independent: one-for-one restarts.
 pub fn supervisor_with(
     client: kube::Client,
@@ -249,6 +254,9 @@ pub fn supervisor_with(
         }))
         .child(child("nodelifecycle", cm, &shared, |c, s| {
             Box::pin(nodelifecycle::run(c, s))
+        }))
+        .child(child("podgc", cm, &shared, |c, s| {
+            Box::pin(podgc::run(c, s))
         }))
         .child(child("namespace", cm, &shared, |c, s| {
             Box::pin(namespace::run(c, s))

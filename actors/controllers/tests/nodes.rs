@@ -194,3 +194,62 @@ async fn no_execute_taints_evict_by_toleration() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_gc_orphans_and_terminated_threshold() {
+    let mut cluster = Cluster::start_with(controllers::Options {
+        terminated_pod_gc_threshold: 2,
+        pod_gc_period: Duration::from_millis(500),
+        ..common::options()
+    })
+    .await;
+    cluster.add_node("n1", "4", "8Gi", json!({})).await;
+    let client = cluster.client.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    // Pods bound to a node that does not exist are force-deleted; those on n1 stay.
+    pods.create(&pp, &pod("ghost", "gone", json!([])))
+        .await
+        .unwrap();
+    pods.create(&pp, &pod("alive", "n1", json!([])))
+        .await
+        .unwrap();
+    eventually(10, "ghost pod deleted", || async {
+        pods.get_opt("ghost").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Four finished pods, threshold 2: the two oldest go.
+    for i in 0..4 {
+        let mut p = pod(&format!("done-{i}"), "n1", json!([]));
+        p.metadata.labels = Some([(common::EXIT_LABEL.to_owned(), "0".to_owned())].into());
+        pods.create(&pp, &p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    eventually(20, "two oldest finished pods deleted", || async {
+        let left: Vec<String> = pod_names(&pods).await;
+        (left == ["alive", "done-2", "done-3"]).then_some(())
+    })
+    .await;
+    assert!(
+        pods.get("alive")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    cluster.stop().await;
+}
+
+async fn pod_names(pods: &Api<Pod>) -> Vec<String> {
+    let mut v: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    v.sort();
+    v
+}
