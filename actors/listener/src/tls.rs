@@ -87,6 +87,9 @@ pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> UserInfo {
     UserInfo::authenticated(cn, groups)
 }
 
+/// How long connections may finish their requests once the server is stopping.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serve HTTP on one TLS connection until the client leaves or `stop` fires (then gracefully).
 pub(crate) async fn serve_connection<S>(
     io: S,
@@ -112,7 +115,11 @@ pub(crate) async fn serve_connection<S>(
         }
         () = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            // Requests in flight get a moment to finish; watches never do, so the connection is
+            // dropped after that (clients re-watch from their last resourceVersion).
+            if tokio::time::timeout(DRAIN_TIMEOUT, conn).await.is_err() {
+                tracing::debug!("closed a connection still busy (a watch or stream) at shutdown");
+            }
         }
     }
 }
