@@ -23,6 +23,7 @@
 //! | `replicaset` | [`replicaset`] | ReplicaSets own their Pods |
 //! | `endpoints` | [`endpoints`] | Services with a selector get Endpoints |
 //! | `endpointslice` | [`endpoints`] | ... and EndpointSlices |
+//! | `job` | [`job`] | Jobs run pods to completion (indexed, backoff, deadline, TTL, suspend) |
 //! | `nodeipam` | [`nodeipam`] | Nodes get a pod CIDR |
 //! | `nodelifecycle` | [`nodelifecycle`] | silent Nodes become Unknown and tainted; NoExecute evicts |
 //! | `podgc` | [`podgc`] | pods of vanished Nodes and terminated pods beyond a threshold go |
@@ -35,6 +36,7 @@ pub mod endpoints;
 mod error;
 mod events;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
@@ -215,7 +217,7 @@ pub fn supervisor(client: kube::Client, config: ControllersConfig) -> Supervisor
 /// A supervisor named "controllers": the electors `leader-controller-manager` and
 /// `leader-scheduler` first (stopped last, so the Leases are released after the loops stopped),
 /// then one child service per loop (`scheduler`, `deployment`, `replicaset`, `endpoints`,
-/// `endpointslice`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
+/// `endpointslice`, `job`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
 /// are independent: one-for-one restarts.
 pub fn supervisor_with(
     client: kube::Client,
@@ -249,6 +251,7 @@ pub fn supervisor_with(
         .child(child("endpointslice", cm, &shared, |c, s| {
             Box::pin(endpoints::run_endpointslices(c, s))
         }))
+        .child(child("job", cm, &shared, |c, s| Box::pin(job::run(c, s))))
         .child(child("nodeipam", cm, &shared, |c, s| {
             Box::pin(nodeipam::run(c, s))
         }))

@@ -4,7 +4,8 @@
 //! pods bound to a Node that no longer exists (confirmed by a live GET, so a Node created since
 //! the list is not mistaken for a missing one), terminating pods that were never scheduled (no
 //! kubelet will finish them), and, when more than `terminated_pod_gc_threshold` pods have
-//! terminated (Succeeded or Failed), the oldest of them down to the threshold.
+//! terminated (Succeeded or Failed), the oldest of them down to the threshold. It also drops the
+//! Job tracking finalizer from pods whose Job is gone.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ async fn pass(client: &kube::Client, threshold: usize) -> Result<(), Error> {
     for pod in excess_terminated(&all, threshold) {
         force_delete(client, pod, "terminated pods above the threshold").await;
     }
+    release_orphaned_job_pods(client, &all).await;
     let nodes_api: Api<Node> = Api::all(client.clone());
     let nodes: HashSet<String> = nodes_api
         .list(&ListParams::default())
@@ -120,6 +122,59 @@ async fn pass(client: &kube::Client, threshold: usize) -> Result<(), Error> {
         force_delete(client, pod, "bound to a node that no longer exists").await;
     }
     Ok(())
+}
+
+/// Drops the Job tracking finalizer from pods whose Job is gone (deleted in the background before
+/// the Job controller could count them), so they can be deleted.
+async fn release_orphaned_job_pods(client: &kube::Client, all: &[Pod]) {
+    for pod in all {
+        let tracked = pod
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == crate::job::TRACKING_FINALIZER));
+        if !tracked {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            continue;
+        };
+        let owner = pods::controller_of(&pod.metadata).filter(|o| o.kind == "Job");
+        let alive = match owner {
+            None => false,
+            Some(o) => {
+                match Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
+                    .get_opt(&o.name)
+                    .await
+                {
+                    Ok(Some(j)) => j.metadata.uid.as_deref() == Some(o.uid.as_str()),
+                    Ok(None) => false,
+                    Err(_) => true,
+                }
+            }
+        };
+        if alive {
+            continue;
+        }
+        let rest: Vec<&String> = pod
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != crate::job::TRACKING_FINALIZER)
+            .collect();
+        let patch = serde_json::json!({"metadata": {"finalizers": rest, "uid": pod.metadata.uid}});
+        if let Err(e) = Api::<Pod>::namespaced(client.clone(), ns)
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::debug!(pod = name, error = %e, "job tracking finalizer not removed");
+        }
+    }
 }
 
 /// Upstream's period between passes.
