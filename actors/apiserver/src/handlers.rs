@@ -25,17 +25,23 @@ const UPDATE_RETRIES: usize = 16;
 
 /// Serve one request (the router's fallback for everything the front door does not own).
 pub async fn serve(state: ApiState, req: axum::extract::Request) -> Response {
-    let user = req
+    let given = req
         .extensions()
         .get::<UserInfo>()
         .cloned()
         .unwrap_or_else(UserInfo::anonymous);
     let verb = req.method().clone();
     let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("api", %verb, %path, user = %user.name);
-    let _enter = span.enter();
     let start = std::time::Instant::now();
-    let resp = match route(&state, req, &user).await {
+    let identity = crate::authn::identify(&state, given, req.headers()).await;
+    let name = identity.as_ref().map_or("", |u| u.name.as_str());
+    let span = tracing::info_span!("api", %verb, %path, user = %name);
+    let _enter = span.enter();
+    let resp = match identity {
+        Ok(user) => route(&state, req, &user).await,
+        Err(e) => Err(e),
+    };
+    let resp = match resp {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
@@ -94,6 +100,20 @@ async fn route(
     let q = Query::parse(parts.uri.query());
     if path == "/version" || path == "/version/" {
         return Ok(json_response(StatusCode::OK, &discovery::version()));
+    }
+    if path == "/.well-known/openid-configuration" {
+        return Ok(json_response(
+            StatusCode::OK,
+            &crate::authn::openid_configuration(s)?,
+        ));
+    }
+    if path == "/openid/v1/jwks" {
+        let mut resp = json_response(StatusCode::OK, &crate::authn::jwks(s)?);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        return Ok(resp);
     }
     if let Some(rest) = path.strip_prefix("/openapi/v3") {
         return openapi::serve(s, rest.trim_start_matches('/'));
@@ -210,6 +230,11 @@ async fn resource(
         (Method::POST, None, None) => {
             let body = read_body(body).await?;
             let obj = request::decode_object(&ct, &body)?;
+            if ctx.r.kind == "TokenReview" {
+                return crate::authn::token_review(&ctx, obj)
+                    .await
+                    .map(|v| json_response(StatusCode::CREATED, &v));
+            }
             if !ctx.r.is_readable() {
                 return crate::reviews::create(&ctx, obj)
                     .map(|v| json_response(StatusCode::CREATED, &v));
@@ -276,6 +301,12 @@ async fn resource(
                 StatusCode::CREATED,
                 &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
             ))
+        }
+        (Method::POST, Some(name), Some("token")) => {
+            let body = read_body(body).await?;
+            let obj = request::decode_object(&ct, &body)?;
+            let v = crate::authn::token_request(&ctx, name, obj).await?;
+            Ok(json_response(StatusCode::CREATED, &v))
         }
         (Method::POST, Some(name), Some("eviction")) => {
             let (code, v) = delete(&ctx, name, &DeleteOpts::default()).await?;

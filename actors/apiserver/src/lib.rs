@@ -1,12 +1,14 @@
 //! The Kubernetes API server.
 //!
 //! Owns the REST API (discovery, OpenAPI, CRUD, list/watch, patch and apply, subresources,
-//! custom resources) and is the only component that touches the datastore. It is a kernel
+//! custom resources, service-account tokens and bearer authentication) and is the only component
+//! that touches the datastore. It is a kernel
 //! service: [`serve`] bootstraps the cluster's built-in objects, then serves requests through
 //! [`router`], which the TLS front door mounts and in-process components call directly.
 
 mod admission;
 mod apply;
+mod authn;
 mod cache;
 mod crd;
 mod discovery;
@@ -21,11 +23,13 @@ mod resources;
 mod reviews;
 mod services;
 mod store;
+mod tokens;
 mod watch;
 
 pub use error::ApiError;
 pub use nodeproxy::{KubeletDialer, KubeletStream};
 pub use resources::Catalogue;
+pub use tokens::{Issuer as ServiceAccountIssuer, KeyError as ServiceAccountKeyError};
 
 use datastore::Backend;
 use ipnet::IpNet;
@@ -54,6 +58,7 @@ pub struct ApiState {
     catalogue: Catalogue,
     config: Arc<ApiConfig>,
     dialer: nodeproxy::DialerSlot,
+    issuer: authn::IssuerSlot,
 }
 
 /// The datastore could not be opened.
@@ -75,7 +80,13 @@ impl ApiState {
         data_dir: &std::path::Path,
         config: ApiConfig,
     ) -> Result<Self, OpenError> {
-        Self::open_with(endpoint, data_dir, config, &datastore::StoreOptions::default()).await
+        Self::open_with(
+            endpoint,
+            data_dir,
+            config,
+            &datastore::StoreOptions::default(),
+        )
+        .await
     }
 
     /// [`ApiState::open`] with datastore options (e.g. the TLS files of an external datastore).
@@ -127,6 +138,7 @@ impl ApiState {
             catalogue: Catalogue::default(),
             config: Arc::new(config),
             dialer: nodeproxy::DialerSlot::default(),
+            issuer: authn::IssuerSlot::default(),
         }
     }
 
@@ -135,6 +147,12 @@ impl ApiState {
     /// 503: no node can be reached.
     pub fn set_kubelet_dialer(&self, dialer: Arc<dyn KubeletDialer>) {
         self.dialer.set(dialer);
+    }
+
+    /// Issue and accept service-account tokens signed by `issuer` (shared by every clone of this
+    /// state). Until it is set, TokenRequests answer 503 and bearer tokens do not authenticate.
+    pub fn set_service_account_issuer(&self, issuer: ServiceAccountIssuer) {
+        self.issuer.set(issuer);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Create-only "review" resources answered on the spot: who am I, may I, what may I.
 //!
-//! Authorization today: every authenticated user may do everything (only the admin certificate
-//! and in-process components can authenticate yet); RBAC replaces [`allowed`].
+//! Authorization today: every authenticated user (client certificate, service-account token or
+//! in-process component) may do everything; RBAC replaces [`allowed`]. TokenReview is answered
+//! by [`crate::authn`].
 
 use crate::error::ApiError;
 use crate::handlers::Ctx;
@@ -67,9 +68,6 @@ pub fn create(ctx: &Ctx<'_>, mut obj: Value) -> Result<Value, ApiError> {
                 "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
                 "incomplete": false,
             });
-        }
-        "TokenReview" => {
-            obj["status"] = json!({"authenticated": false, "error": "no token authenticator is configured on this server yet"});
         }
         "Binding" => return Err(ApiError::MethodNotAllowed),
         other => {
