@@ -49,6 +49,9 @@ pub enum ServerError {
     /// Certificate material is unusable.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    /// The service-account signing key cannot be used.
+    #[error(transparent)]
+    ServiceAccountKey(#[from] apiserver::ServiceAccountKeyError),
     /// The TLS listener cannot be configured.
     #[error(transparent)]
     Tls(#[from] listener::TlsError),
@@ -211,6 +214,10 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             ));
         }
     }
+    api.set_service_account_issuer(apiserver::ServiceAccountIssuer::new(
+        &pki.service_account_key_pem,
+        &cfg.args.cluster_domain,
+    )?);
     let token = write_token(&cfg, &pki, given_token.as_ref(), &password)?;
     write_kubeconfig(&cfg, &pki)?;
 
