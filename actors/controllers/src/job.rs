@@ -656,7 +656,7 @@ async fn sync(job: &Job, ctx: &Ctx) -> Result<Action, Error> {
     status.uncounted_terminated_pods = Some(uncounted);
     status.conditions = (!conds.is_empty()).then_some(conds);
     if status != old {
-        write_status(&jobs_api, name, &status).await?;
+        write_status(&jobs_api, job, &status).await?;
     }
     // Counted: now the finalizers may go.
     for p in to_release {
@@ -715,10 +715,14 @@ async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
     }
 }
 
-async fn write_status(api: &Api<Job>, name: &str, status: &JobStatus) -> Result<(), Error> {
-    let patch = json!({"status": status});
+/// Writes `status` over the Job as read (its resourceVersion makes a concurrent change a
+/// conflict, retried with the fresh object).
+async fn write_status(api: &Api<Job>, job: &Job, status: &JobStatus) -> Result<(), Error> {
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    let mut updated = job.clone();
+    updated.status = Some(status.clone());
     match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .replace_status(name, &PostParams::default(), &updated)
         .await
     {
         Ok(_) => Ok(()),

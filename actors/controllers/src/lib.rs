@@ -24,6 +24,7 @@
 //! | `endpoints` | [`endpoints`] | Services with a selector get Endpoints |
 //! | `endpointslice` | [`endpoints`] | ... and EndpointSlices |
 //! | `job` | [`job`] | Jobs run pods to completion (indexed, backoff, deadline, TTL, suspend) |
+//! | `cronjob` | [`cronjob`] | CronJobs create Jobs on their schedule ([`cron`]), keep history |
 //! | `nodeipam` | [`nodeipam`] | Nodes get a pod CIDR |
 //! | `nodelifecycle` | [`nodelifecycle`] | silent Nodes become Unknown and tainted; NoExecute evicts |
 //! | `podgc` | [`podgc`] | pods of vanished Nodes and terminated pods beyond a threshold go |
@@ -31,6 +32,8 @@
 //! | `garbagecollector` | [`gc`] | dependents of deleted owners are deleted or orphaned |
 //! | `serviceaccount` | [`serviceaccount`] | every Namespace has `default` and `kube-root-ca.crt` |
 
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 mod error;
@@ -217,7 +220,7 @@ pub fn supervisor(client: kube::Client, config: ControllersConfig) -> Supervisor
 /// A supervisor named "controllers": the electors `leader-controller-manager` and
 /// `leader-scheduler` first (stopped last, so the Leases are released after the loops stopped),
 /// then one child service per loop (`scheduler`, `deployment`, `replicaset`, `endpoints`,
-/// `endpointslice`, `job`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
+/// `endpointslice`, `job`, `cronjob`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
 /// are independent: one-for-one restarts.
 pub fn supervisor_with(
     client: kube::Client,
@@ -252,6 +255,9 @@ pub fn supervisor_with(
             Box::pin(endpoints::run_endpointslices(c, s))
         }))
         .child(child("job", cm, &shared, |c, s| Box::pin(job::run(c, s))))
+        .child(child("cronjob", cm, &shared, |c, s| {
+            Box::pin(cronjob::run(c, s))
+        }))
         .child(child("nodeipam", cm, &shared, |c, s| {
             Box::pin(nodeipam::run(c, s))
         }))

@@ -167,6 +167,12 @@ async fn takes_over_an_expired_lease() {
         holder(&client, "kube-scheduler").await.as_deref(),
         Some("test-b")
     );
+    // The Scheduled event follows the binding.
+    eventually(5, "Scheduled event", || async {
+        (scheduled_events(&client, "waiting").await > 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(scheduled_events(&client, "waiting").await, 1);
     b.shutdown(Duration::from_secs(5)).await;
     // Released on shutdown.
