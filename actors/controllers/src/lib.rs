@@ -25,6 +25,7 @@
 //! | `endpointslice` | [`endpoints`] | ... and EndpointSlices |
 //! | `job` | [`job`] | Jobs run pods to completion (indexed, backoff, deadline, TTL, suspend) |
 //! | `cronjob` | [`cronjob`] | CronJobs create Jobs on their schedule ([`cron`]), keep history |
+//! | `daemonset` | [`daemonset`] | DaemonSets have one pod per eligible Node (rolling update) |
 //! | `nodeipam` | [`nodeipam`] | Nodes get a pod CIDR |
 //! | `nodelifecycle` | [`nodelifecycle`] | silent Nodes become Unknown and tainted; NoExecute evicts |
 //! | `podgc` | [`podgc`] | pods of vanished Nodes and terminated pods beyond a threshold go |
@@ -34,6 +35,7 @@
 
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 mod error;
@@ -220,7 +222,7 @@ pub fn supervisor(client: kube::Client, config: ControllersConfig) -> Supervisor
 /// A supervisor named "controllers": the electors `leader-controller-manager` and
 /// `leader-scheduler` first (stopped last, so the Leases are released after the loops stopped),
 /// then one child service per loop (`scheduler`, `deployment`, `replicaset`, `endpoints`,
-/// `endpointslice`, `job`, `cronjob`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
+/// `endpointslice`, `job`, `cronjob`, `daemonset`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
 /// are independent: one-for-one restarts.
 pub fn supervisor_with(
     client: kube::Client,
@@ -257,6 +259,9 @@ pub fn supervisor_with(
         .child(child("job", cm, &shared, |c, s| Box::pin(job::run(c, s))))
         .child(child("cronjob", cm, &shared, |c, s| {
             Box::pin(cronjob::run(c, s))
+        }))
+        .child(child("daemonset", cm, &shared, |c, s| {
+            Box::pin(daemonset::run(c, s))
         }))
         .child(child("nodeipam", cm, &shared, |c, s| {
             Box::pin(nodeipam::run(c, s))
