@@ -127,6 +127,17 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The pid of the `containerd` process whose parent is `parent`.
+fn containerd_child(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(')')?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (name == "containerd" && ppid == parent).then_some(pid)
+    })
+}
+
 fn http_get(url: &str) -> Option<String> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "3", url])
@@ -300,6 +311,29 @@ fn deployment_runs_in_containerd_and_serves_through_its_service() {
     } else if std::env::var_os("CI").is_some() {
         panic!("the Python kubernetes client is not installed (tests/run.sh installs it)");
     }
+
+    // containerd killed with SIGKILL is restarted by the kubelet's supervisor; the pods (whose
+    // shims outlive it) keep serving, and the node stays usable.
+    let server_pid = c.server.child.as_ref().expect("server running").id();
+    let first = containerd_child(server_pid).expect("containerd runs as a child of k3s");
+    Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .expect("kill containerd");
+    c.eventually(Duration::from_secs(30), "containerd restarted", || {
+        containerd_child(server_pid).filter(|p| *p != first)
+    });
+    let after = c.eventually(
+        Duration::from_secs(30),
+        "exec after containerd restart",
+        || c.stdout_of(&["-n", "e2e", "exec", &pod, "--", "echo", "still-here"]),
+    );
+    assert_eq!(after.trim(), "still-here");
+    c.eventually(
+        Duration::from_secs(30),
+        "ClusterIP answers after containerd restart",
+        || http_get(&format!("http://{cluster_ip}/")).filter(|b| b.contains("served-by-web-")),
+    );
 
     // A crashing container backs off with upstream's reason.
     c.eventually(Duration::from_secs(90), "CrashLoopBackOff", || {
