@@ -26,6 +26,7 @@
 //! | `job` | [`job`] | Jobs run pods to completion (indexed, backoff, deadline, TTL, suspend) |
 //! | `cronjob` | [`cronjob`] | CronJobs create Jobs on their schedule ([`cron`]), keep history |
 //! | `daemonset` | [`daemonset`] | DaemonSets have one pod per eligible Node (rolling update) |
+//! | `statefulset` | [`statefulset`] | StatefulSets own `<sts>-<n>` pods and their claims, in order |
 //! | `nodeipam` | [`nodeipam`] | Nodes get a pod CIDR |
 //! | `nodelifecycle` | [`nodelifecycle`] | silent Nodes become Unknown and tainted; NoExecute evicts |
 //! | `podgc` | [`podgc`] | pods of vanished Nodes and terminated pods beyond a threshold go |
@@ -54,6 +55,7 @@ mod runner;
 pub mod scheduler;
 pub mod selector;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,7 +224,7 @@ pub fn supervisor(client: kube::Client, config: ControllersConfig) -> Supervisor
 /// A supervisor named "controllers": the electors `leader-controller-manager` and
 /// `leader-scheduler` first (stopped last, so the Leases are released after the loops stopped),
 /// then one child service per loop (`scheduler`, `deployment`, `replicaset`, `endpoints`,
-/// `endpointslice`, `job`, `cronjob`, `daemonset`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
+/// `endpointslice`, `job`, `cronjob`, `daemonset`, `statefulset`, `nodeipam`, `nodelifecycle`, `podgc`, `namespace`, `garbagecollector`, `serviceaccount`). The loops
 /// are independent: one-for-one restarts.
 pub fn supervisor_with(
     client: kube::Client,
@@ -262,6 +264,9 @@ pub fn supervisor_with(
         }))
         .child(child("daemonset", cm, &shared, |c, s| {
             Box::pin(daemonset::run(c, s))
+        }))
+        .child(child("statefulset", cm, &shared, |c, s| {
+            Box::pin(statefulset::run(c, s))
         }))
         .child(child("nodeipam", cm, &shared, |c, s| {
             Box::pin(nodeipam::run(c, s))
