@@ -192,3 +192,37 @@ async fn suspended_job_resumes() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_restarts_count_toward_the_backoff_limit() {
+    let mut cluster = Cluster::start().await;
+    cluster.add_node("n1", "8", "16Gi", json!({})).await;
+    let client = cluster.client.clone();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let mut j = job("crashy", Some("1"), json!({"backoffLimit": 2}));
+    j.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("OnFailure".into());
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let (j, reason) =
+        eventually(60, "crashy failed", || condition(&jobs, "crashy", "Failed")).await;
+    assert_eq!(reason, "BackoffLimitExceeded");
+    // One pod, restarted in place (never Failed itself), then removed.
+    let s = j.status.unwrap();
+    assert_eq!(s.failed, Some(0));
+    assert_eq!(s.active, Some(0));
+    eventually(30, "pod deleted", || async {
+        job_pods(&client, "crashy")
+            .await
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    cluster.stop().await;
+}
