@@ -387,6 +387,10 @@ pub fn pick(
     }
 }
 
+/// Longest wait before an unschedulable pod is tried again when no Node changed (upstream
+/// waits up to 5 minutes; node changes requeue every pending pod at once).
+const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
+
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     schedule(&pod, &ctx).await
 }
@@ -419,11 +423,16 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<Action, Error> {
         .await
         .map_err(Error::api("list nodes"))?
         .items;
-    let bound = Api::<Pod>::all(ctx.client.clone())
-        .list(&ListParams::default().fields("spec.nodeName!="))
-        .await
-        .map_err(Error::api("list bound pods"))?
-        .items;
+    // Without nodes nothing can fit: skip reading every bound pod.
+    let bound = if nodes.is_empty() {
+        Vec::new()
+    } else {
+        Api::<Pod>::all(ctx.client.clone())
+            .list(&ListParams::default().fields("spec.nodeName!="))
+            .await
+            .map_err(Error::api("list bound pods"))?
+            .items
+    };
     let mut loads: HashMap<String, NodeLoad> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     for p in &bound {
@@ -494,9 +503,6 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Err(message) => {
-            ctx.events
-                .emit(pod, Kind::Warning, "FailedScheduling", message.clone())
-                .await;
             let patch = json!({"status": {"conditions": [{
                 "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                 "message": message, "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
@@ -514,16 +520,22 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<Action, Error> {
                             && c.message.as_deref() == Some(message.as_str())
                     })
                 });
-            if !already
-                && let Err(e) = api
+            // The event and the condition change only when the reason does, so thousands of
+            // pending pods don't each write every retry.
+            if !already {
+                ctx.events
+                    .emit(pod, Kind::Warning, "FailedScheduling", message.clone())
+                    .await;
+                if let Err(e) = api
                     .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
                     .await
-            {
-                tracing::debug!(pod = name, error = %e, "PodScheduled condition not set");
+                {
+                    tracing::debug!(pod = name, error = %e, "PodScheduled condition not set");
+                }
             }
-            // Retried with backoff, at least every 10 s, and whenever Nodes change.
+            // Retried with backoff (at least every UNSCHEDULABLE_RETRY) and whenever Nodes change.
             let delay = ctx.backoff.next(runner::key(&pod.metadata));
-            Ok(Action::requeue(delay.min(Duration::from_secs(10))))
+            Ok(Action::requeue(delay.min(UNSCHEDULABLE_RETRY)))
         }
     }
 }

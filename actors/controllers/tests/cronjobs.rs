@@ -196,3 +196,80 @@ async fn suspended_cronjob_creates_nothing() {
     .await;
     cluster.stop().await;
 }
+
+/// A CronJob with `policy` whose earlier run (a suspended Job, so never finishing) is still
+/// active when the current minute becomes due; returns the Jobs' names afterwards.
+async fn with_active_run(policy: &str) -> Vec<String> {
+    let cluster = Cluster::start().await;
+    let client = cluster.client.clone();
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    let cj = cronjobs
+        .create(
+            &pp,
+            &obj(json!({
+                "apiVersion": "batch/v1", "kind": "CronJob",
+                "metadata": {"name": "c", "namespace": "default"},
+                "spec": {"schedule": "* * * * *", "concurrencyPolicy": policy,
+                    "jobTemplate": {"spec": {"suspend": true, "template": {
+                        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}},
+            })),
+        )
+        .await
+        .unwrap();
+    let owner = json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": "c",
+        "uid": cj.metadata.uid.unwrap(), "controller": true, "blockOwnerDeletion": true}]);
+    jobs.create(
+        &pp,
+        &obj(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "c-earlier", "namespace": "default", "ownerReferences": owner},
+            "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}},
+        })),
+    )
+    .await
+    .unwrap();
+    eventually(10, "earlier run active", || async {
+        let s = cronjobs.get("c").await.ok()?.status?;
+        (s.active?.len() == 1).then_some(())
+    })
+    .await;
+    let past = Timestamp::from_second(Timestamp::now().as_second() - 600).unwrap();
+    cronjobs
+        .patch_status(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"lastScheduleTime": past.to_string()}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut names: Vec<String> = jobs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .filter_map(|j| j.metadata.name)
+        .collect();
+    names.sort();
+    cluster.stop().await;
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_policies() {
+    // Forbid: the active run blocks the due one.
+    assert_eq!(with_active_run("Forbid").await, ["c-earlier"]);
+    // Replace: the active run is deleted, the due one created.
+    let replaced = with_active_run("Replace").await;
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_ne!(replaced[0], "c-earlier");
+    // Allow: both (a third if the clock crossed into the next minute meanwhile).
+    let both = with_active_run("Allow").await;
+    assert!(both.len() == 2 || both.len() == 3, "{both:?}");
+    assert!(both.contains(&"c-earlier".to_owned()));
+}
