@@ -242,6 +242,39 @@ pub async fn bootstrap(state: &ApiState) -> Result<(), ApiError> {
         }
         Err(e) => return Err(e),
     }
+    // The same endpoints as an EndpointSlice (what kube-proxy reads), kept by the API server as
+    // upstream does: the Endpoints above are marked skip-mirror.
+    let slice_res = cat
+        .find("discovery.k8s.io", "v1", "endpointslices")
+        .ok_or(ApiError::NoRoute)?;
+    let ctx = handlers::Ctx {
+        s: state,
+        r: slice_res,
+        ns: Some("default".into()),
+        q: request::Query::parse(Some("fieldManager=k3s")),
+        user: &admin,
+    };
+    let address_type = if state.config.endpoint.0.is_ipv4() { "IPv4" } else { "IPv6" };
+    let endpoints = json!([{"addresses": [state.config.endpoint.0.to_string()], "conditions": {"ready": true}}]);
+    let ports = json!([{"name": "https", "port": state.config.endpoint.1, "protocol": "TCP"}]);
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": address_type, "endpoints": endpoints, "ports": ports,
+    });
+    match handlers::create(&ctx, slice).await {
+        Ok(_) => {}
+        Err(ApiError::AlreadyExists { .. }) => {
+            handlers::update_with(&ctx, "kubernetes", None, handlers::Write::Update, |cur| {
+                let mut new = cur.clone();
+                new["endpoints"] = endpoints.clone();
+                new["ports"] = ports.clone();
+                Ok(new)
+            })
+            .await?;
+        }
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 

@@ -6,7 +6,9 @@
 //! Endpoints carry ready pods in `addresses` and the others in `notReadyAddresses`; terminating
 //! pods are left out. Slices keep terminating pods with `ready: false, terminating: true` and
 //! `serving` = the pod's readiness. Services without a selector (like `default/kubernetes`, whose
-//! Endpoints the API server keeps) are not touched. Endpoints whose Service is gone are deleted;
+//! Endpoints the API server keeps, or a Service with hand-written Endpoints) get no Endpoints from
+//! here; their Endpoints are mirrored into EndpointSlices (upstream's EndpointSlice mirroring
+//! controller), which is what kube-proxy reads. Endpoints whose Service is gone are deleted;
 //! slices are owned by their Service and go with it through the garbage collector.
 
 use std::collections::BTreeMap;
@@ -37,6 +39,10 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// This controller's value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+/// [`MANAGED_BY_LABEL`] of slices mirrored from the Endpoints of a Service without a selector.
+pub const MIRROR_MANAGED_BY: &str = "endpointslicemirroring-controller.k8s.io";
+/// Endpoints with this label set to "true" are not mirrored (as upstream).
+pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
 
 struct Ctx {
     client: kube::Client,
@@ -355,6 +361,17 @@ pub(crate) async fn run_endpointslices(
             watcher::Config::default(),
             move |pod| services_of(&store, &pod),
         )
+        // Endpoints of selector-less Services are mirrored: their changes reconcile the Service
+        // of the same name.
+        .watches(
+            Api::<Endpoints>::all(client.clone()),
+            watcher::Config::default(),
+            |ep| {
+                let ns = ep.metadata.namespace.clone()?;
+                let name = ep.metadata.name.clone()?;
+                Some(ObjectRef::<Service>::new(&name).within(&ns))
+            },
+        )
         .owns(
             Api::<EndpointSlice>::all(client),
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
@@ -369,10 +386,15 @@ pub(crate) async fn run_endpointslices(
 
 /// The slices `groups` should be, without names.
 pub fn slices(svc: &Service, groups: &Groups) -> Vec<EndpointSlice> {
+    slices_managed_by(svc, groups, MANAGED_BY)
+}
+
+/// [`slices`] labelled as managed by `managed_by`.
+fn slices_managed_by(svc: &Service, groups: &Groups, managed_by: &str) -> Vec<EndpointSlice> {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let mut labels = svc.metadata.labels.clone().unwrap_or_default();
     labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
-    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    labels.insert(MANAGED_BY_LABEL.into(), managed_by.into());
     let slice = |ports: Vec<SlicePort>, endpoints: Vec<Endpoint>| EndpointSlice {
         metadata: ObjectMeta {
             generate_name: Some(format!("{name}-")),
@@ -425,24 +447,80 @@ pub fn slices(svc: &Service, groups: &Groups) -> Vec<EndpointSlice> {
     out
 }
 
+/// The endpoints of a Endpoints object, grouped like [`compute`]'s (for mirroring).
+pub fn mirrored(ep: &Endpoints) -> Groups {
+    let mut groups = Groups::new();
+    for subset in ep.subsets.iter().flatten() {
+        let ports: Vec<_> = subset
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                (p.name.clone(), p.port, protocol, p.app_protocol.clone())
+            })
+            .collect();
+        let ready = subset.addresses.iter().flatten().map(|a| (a, true));
+        let not_ready = subset.not_ready_addresses.iter().flatten().map(|a| (a, false));
+        let eps = groups.entry(ports).or_default();
+        for (address, ready) in ready.chain(not_ready) {
+            eps.push(PodEndpoint {
+                ip: address.ip.clone(),
+                node: address.node_name.clone(),
+                target: address.target_ref.clone().unwrap_or_default(),
+                ready,
+                serving: ready,
+                terminating: false,
+            });
+        }
+        eps.sort_by(|a, b| a.ip.cmp(&b.ip));
+    }
+    groups
+}
+
 async fn reconcile_slices(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let Some(pods) = selected_pods(&ctx.client, &svc).await? else {
-        return Ok(Action::await_change());
-    };
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     let name = svc.metadata.name.clone().unwrap_or_default();
+    let (wanted, managed_by) = match selected_pods(&ctx.client, &svc).await? {
+        Some(pods) => (slices(&svc, &compute(&svc, &pods, true)), MANAGED_BY),
+        None => {
+            // No selector: mirror the Endpoints of the same name, if any (ExternalName
+            // Services have none to mirror).
+            let ep = Api::<Endpoints>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&name)
+                .await
+                .map_err(Error::api(format!("get endpoints {ns}/{name}")))?
+                .filter(|ep| {
+                    ep.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(SKIP_MIRROR_LABEL))
+                        .is_none_or(|v| v != "true")
+                });
+            let external = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.type_.as_deref())
+                == Some("ExternalName");
+            let wanted = match ep {
+                Some(ep) if !external => slices_managed_by(&svc, &mirrored(&ep), MIRROR_MANAGED_BY),
+                _ => Vec::new(),
+            };
+            (wanted, MIRROR_MANAGED_BY)
+        }
+    };
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
     let mut existing = api
         .list(&ListParams::default().labels(&format!(
-            "{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
+            "{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={managed_by}"
         )))
         .await
         .map_err(Error::api(format!("list endpointslices in {ns}")))?
         .items;
-    for want in slices(&svc, &compute(&svc, &pods, true)) {
+    for want in wanted {
         let pos = existing
             .iter()
             .position(|s| s.ports == want.ports)

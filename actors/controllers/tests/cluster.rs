@@ -469,3 +469,76 @@ async fn garbage_collection() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_services_without_selectors_are_mirrored_into_slices() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client.clone();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+
+    // The API server keeps a slice for its own `kubernetes` Service (kube-proxy reads slices).
+    let k = eventually(30, "a slice for the kubernetes Service", || async {
+        slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=kubernetes"))
+            .await
+            .ok()
+            .and_then(|l| l.items.into_iter().next())
+            .filter(|s| !s.endpoints.is_empty())
+    })
+    .await;
+    assert_eq!(k.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+    assert_eq!(k.ports.as_ref().unwrap()[0].name.as_deref(), Some("https"));
+
+    // A Service without a selector and hand-written Endpoints.
+    let svc: Service = obj(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "manual", "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }));
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let ep: Endpoints = obj(json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "manual", "namespace": "default"},
+        "subsets": [{"addresses": [{"ip": "10.42.0.7"}], "notReadyAddresses": [{"ip": "10.42.0.8"}],
+                     "ports": [{"name": "http", "port": 8080}]}],
+    }));
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    eps.create(&PostParams::default(), &ep).await.unwrap();
+    let m = eventually(30, "a mirrored slice for manual", || async {
+        slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=manual"))
+            .await
+            .ok()
+            .and_then(|l| l.items.into_iter().next())
+            .filter(|s| s.endpoints.len() == 2)
+    })
+    .await;
+    let ready: Vec<(String, Option<bool>)> = m
+        .endpoints
+        .iter()
+        .map(|e| (e.addresses[0].clone(), e.conditions.as_ref().unwrap().ready))
+        .collect();
+    assert_eq!(
+        ready,
+        [
+            ("10.42.0.7".to_owned(), Some(true)),
+            ("10.42.0.8".to_owned(), Some(false))
+        ]
+    );
+    assert_eq!(m.ports.as_ref().unwrap()[0].port, Some(8080));
+
+    // Removing the Endpoints removes the mirrored slice.
+    eps.delete("manual", &Default::default()).await.unwrap();
+    eventually(30, "mirrored slice gone", || async {
+        slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=manual"))
+            .await
+            .ok()
+            .filter(|l| l.items.is_empty())
+    })
+    .await;
+    cluster.stop().await;
+}
