@@ -200,7 +200,20 @@ pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), BoxE
         path: log_path.clone(),
         source,
     })?;
-    let mut child = tokio::process::Command::new("containerd")
+    let pid_file = paths.containerd_root.join("containerd.pid");
+    stop_orphan(&pid_file, config_path).await;
+    // `setpriv --pdeathsig KILL` (util-linux) makes the kernel kill containerd if this process
+    // dies without stopping it (SIGKILL, a crash), as K3s does; the shims, and so the pods, live
+    // on and are adopted by the next start.
+    let mut command = match which("setpriv") {
+        Some(setpriv) => {
+            let mut c = tokio::process::Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--", "containerd"]);
+            c
+        }
+        None => tokio::process::Command::new("containerd"),
+    };
+    let mut child = command
         .arg("--config")
         .arg(config_path)
         .env("PATH", search_path())
@@ -211,6 +224,11 @@ pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), BoxE
         .spawn()
         .map_err(ContainerdError::Spawn)?;
     let pid = child.id();
+    if let Some(pid) = pid
+        && let Err(e) = std::fs::write(&pid_file, format!("{pid}\n"))
+    {
+        warn!(file = %pid_file.display(), error = %e, "cannot record containerd's pid");
+    }
     info!(?pid, config = %config_path.display(), socket = %paths.containerd_socket.display(), "started containerd");
 
     tokio::select! {
@@ -253,6 +271,48 @@ pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), BoxE
             Ok(())
         }
     }
+}
+
+/// Kills a containerd left running on this node's state by a previous process that died
+/// without stopping it (its pid is in `pid_file` and its command line names `config`): two
+/// containerds on one state directory would fight over its database.
+async fn stop_orphan(pid_file: &Path, config: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let ours = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("containerd") && c.contains(&*config.to_string_lossy())
+        })
+    };
+    if !ours(pid) {
+        return;
+    }
+    warn!(
+        pid,
+        "a containerd from a previous run is still running on this node's state; stopping it"
+    );
+    let _ = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await;
+    for _ in 0..50 {
+        if !ours(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The first executable named `name` on the search path.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&search_path())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn create_dir(dir: &Path) -> Result<(), ContainerdError> {

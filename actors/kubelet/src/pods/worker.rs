@@ -93,6 +93,8 @@ struct Track {
     backoff: Duration,
     /// The exited container being backed off, and when it may restart.
     restart_at: Option<(String, Instant, Duration)>,
+    /// When a container that could not be created may be tried again.
+    create_retry_at: Option<Instant>,
     /// The next image-pull delay, and when pulling may be retried.
     pull_backoff: Duration,
     pull_retry_at: Option<Instant>,
@@ -499,8 +501,13 @@ impl Worker {
         let due = match &track.restart_at {
             Some((id, at, _)) if *id == latest.id => *at,
             _ => {
-                let ran =
-                    Duration::from_nanos((latest.finished_at - latest.started_at).max(0) as u64);
+                // A container whose start failed never ran (no start time): it does not reset
+                // the back-off however long ago it was created.
+                let ran = if latest.started_at > 0 {
+                    Duration::from_nanos((latest.finished_at - latest.started_at).max(0) as u64)
+                } else {
+                    Duration::ZERO
+                };
                 if ran >= BACKOFF_RESET {
                     track.backoff = Duration::ZERO;
                 }
@@ -510,10 +517,16 @@ impl Worker {
                 } else {
                     (delay * 2).min(BACKOFF_MAX)
                 };
-                let since_exit = Duration::from_nanos(
-                    (jiff::Timestamp::now().as_nanosecond() as i64 - latest.finished_at).max(0)
-                        as u64,
-                );
+                // A container that never ran (its start failed) has no finish time: its whole
+                // back-off is still ahead.
+                let since_exit = if latest.finished_at > 0 {
+                    Duration::from_nanos(
+                        (jiff::Timestamp::now().as_nanosecond() as i64 - latest.finished_at).max(0)
+                            as u64,
+                    )
+                } else {
+                    Duration::ZERO
+                };
                 let at = now + delay.saturating_sub(since_exit);
                 track.restart_at = Some((latest.id.clone(), at, delay));
                 at
@@ -557,6 +570,14 @@ impl Worker {
 
     /// Pulls (if needed), creates and starts attempt `attempt` of `c`; returns whether it started.
     async fn start(&mut self, pod: &Pod, c: &Container, attempt: u32) -> bool {
+        if let Some(track) = self.tracks.get_mut(&c.name)
+            && let Some(at) = track.create_retry_at
+        {
+            if Instant::now() < at {
+                return false;
+            }
+            track.create_retry_at = None;
+        }
         let image = c.image.clone().unwrap_or_default();
         if !self.ensure_image(pod, c, &image).await {
             return false;
@@ -588,6 +609,15 @@ impl Worker {
             Ok(r) => r.into_inner().container_id,
             Err(s) => {
                 self.set_waiting(&c.name, "CreateContainerError", s.message());
+                // Back off like a crash loop rather than retrying every sync.
+                let track = self.tracks.entry(c.name.clone()).or_default();
+                let delay = if track.backoff.is_zero() {
+                    BACKOFF_INITIAL
+                } else {
+                    track.backoff
+                };
+                track.backoff = (delay * 2).min(BACKOFF_MAX);
+                track.create_retry_at = Some(Instant::now() + delay);
                 self.events
                     .warning(
                         pod,
