@@ -19,6 +19,34 @@ fn on_path(bin: &str) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
+/// cgroups: v2 (unified) or v1 with the controllers pods use (cpu, memory, pids), as K3s
+/// accepts either.
+fn cgroups() -> Check {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return Check {
+            what: "cgroups",
+            ok: true,
+            detail: "v2 (/sys/fs/cgroup/cgroup.controllers)".into(),
+        };
+    }
+    let v1: Vec<&str> = ["cpu", "memory", "pids"]
+        .into_iter()
+        .filter(|c| !Path::new("/sys/fs/cgroup").join(c).is_dir())
+        .collect();
+    Check {
+        what: "cgroups",
+        ok: v1.is_empty(),
+        detail: if v1.is_empty() {
+            "v1 with cpu, memory and pids controllers".into()
+        } else {
+            format!(
+                "neither cgroup v2 nor the v1 controllers {} under /sys/fs/cgroup",
+                v1.join(", ")
+            )
+        },
+    }
+}
+
 fn binary(what: &'static str, bin: &str, package: &str) -> Check {
     match on_path(bin) {
         Some(p) => Check {
@@ -61,11 +89,7 @@ pub fn run() -> Result<String, String> {
             ok: file_contains("/proc/filesystems", "overlay"),
             detail: "listed in /proc/filesystems (modprobe overlay)".into(),
         },
-        Check {
-            what: "cgroup v2",
-            ok: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
-            detail: "/sys/fs/cgroup/cgroup.controllers".into(),
-        },
+        cgroups(),
         Check {
             what: "network namespaces",
             ok: Path::new("/proc/self/ns/net").exists(),
