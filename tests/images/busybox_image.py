@@ -10,6 +10,7 @@ it: no registry is needed.
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def main():
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     manifest = json.dumps([{"Config": config_name, "RepoTags": [name], "Layers": [diff_id + "/layer.tar"]}]).encode()
 
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with tarfile.open(out, "w") as archive:
         for path, data in ((config_name, config), (diff_id + "/layer.tar", layer), ("manifest.json", manifest)):
             archive.addfile(*entry(path, data=data))
