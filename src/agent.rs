@@ -101,6 +101,7 @@ struct Resolved {
     node_name: String,
     node_ip: IpAddr,
     agent_dir: PathBuf,
+    node_labels: std::collections::BTreeMap<String, String>,
 }
 
 fn resolve(args: &AgentArgs) -> Result<Resolved, AgentError> {
@@ -146,6 +147,8 @@ fn resolve(args: &AgentArgs) -> Result<Resolved, AgentError> {
         node_name,
         node_ip,
         agent_dir: args.data_dir.join("agent"),
+        node_labels: crate::node::parse_node_labels(&args.node_label)
+            .map_err(AgentError::Config)?,
     })
 }
 
@@ -246,6 +249,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             .parse()
             .map_err(|_| parse("clusterCIDR", &settings.cluster_cidr))?,
         container_runtime_endpoint: None,
+        node_labels: cfg.node_labels.clone(),
     };
     let tunnel = tunnel::AgentTunnel {
         server: cfg.server.clone(),

@@ -80,6 +80,9 @@ pub struct ServerArgs {
     /// IP address to advertise for the node (default: the address of the default route).
     #[arg(long, env = "K3S_NODE_IP")]
     pub node_ip: Option<IpAddr>,
+    /// Extra labels for this node, key=value (repeatable, or a comma list).
+    #[arg(long = "node-label", env = "K3S_NODE_LABEL", value_delimiter = ',')]
+    pub node_label: Vec<String>,
     /// Write the admin kubeconfig to this file.
     #[arg(short = 'o', long, env = "K3S_WRITE_KUBECONFIG", default_value = DEFAULT_KUBECONFIG)]
     pub write_kubeconfig: PathBuf,
@@ -161,6 +164,9 @@ pub struct AgentArgs {
     /// IP address to advertise for the node.
     #[arg(long, env = "K3S_NODE_IP")]
     pub node_ip: Option<IpAddr>,
+    /// Extra labels for this node, key=value (repeatable, or a comma list).
+    #[arg(long = "node-label", env = "K3S_NODE_LABEL", value_delimiter = ',')]
+    pub node_label: Vec<String>,
     /// Send OpenTelemetry traces to this OTLP/gRPC endpoint.
     #[arg(long, env = "K3S_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,

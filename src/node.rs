@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub cluster_cidr: ipnet::IpNet,
     /// An existing containerd socket: then no containerd is started.
     pub container_runtime_endpoint: Option<PathBuf>,
+    /// Extra Node labels.
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The node agent's supervisor: the kubelet's tree, then kube-proxy, then `extra` children
@@ -64,6 +66,7 @@ pub fn agent_supervisor(
         cluster_dns: cfg.cluster_dns,
         cluster_domain: cfg.cluster_domain.clone(),
         container_runtime_endpoint: cfg.container_runtime_endpoint.clone(),
+        node_labels: cfg.node_labels.clone(),
     };
     let proxy_config = kubeproxy::ProxyConfig {
         node_name: cfg.node_name.clone(),
@@ -111,7 +114,44 @@ pub fn local_node(cfg: &Resolved) -> NodeConfig {
         cluster_domain: cfg.args.cluster_domain.clone(),
         cluster_cidr: cfg.args.cluster_cidr,
         container_runtime_endpoint: cfg.args.container_runtime_endpoint.clone(),
+        node_labels: cfg.node_labels.clone(),
     }
+}
+
+/// `--node-label` values (`key=value`) as a map; a malformed one is an error naming it.
+pub fn parse_node_labels(
+    list: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    for item in list.iter().filter(|s| !s.is_empty()) {
+        let bad = |why: &str| format!("--node-label '{item}' is not a valid label: {why}");
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected key=value"))?;
+        let (prefix, name) = key
+            .rsplit_once('/')
+            .map_or((None, key), |(p, n)| (Some(p), n));
+        let is_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && s.as_bytes()[0].is_ascii_alphanumeric()
+                && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+        };
+        if !is_name(name) || prefix.is_some_and(|p| p.is_empty() || p.len() > 253) {
+            return Err(bad(
+                "the key must be [prefix/]name, a name of up to 63 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if !value.is_empty() && !is_name(value) {
+            return Err(bad(
+                "the value must be up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            ));
+        }
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(labels)
 }
 
 /// Each node's share of the cluster CIDR: /24 for IPv4 (as K3s), /64 for IPv6.
@@ -152,5 +192,27 @@ impl apiserver::KubeletDialer for KubeletDialer {
             let stream = tunnels.dial(&node).await?;
             Ok(Box::new(stream) as Box<dyn apiserver::KubeletStream>)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_node_labels;
+
+    #[test]
+    fn node_labels_are_key_value_pairs_with_kubernetes_syntax() {
+        let ok = parse_node_labels(&[
+            "tier=edge".into(),
+            "example.com/zone=a-1".into(),
+            "empty=".into(),
+        ])
+        .expect("valid labels");
+        assert_eq!(ok["tier"], "edge");
+        assert_eq!(ok["example.com/zone"], "a-1");
+        assert_eq!(ok["empty"], "");
+        for bad in ["novalue", "=x", "bad key=x", "k=has space", "k=-dash"] {
+            let e = parse_node_labels(&[bad.into()]).expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
     }
 }

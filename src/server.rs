@@ -77,6 +77,8 @@ pub struct Resolved {
     pub node_ip: IpAddr,
     /// The first address of the service CIDR (the `kubernetes` Service).
     pub first_service_ip: IpAddr,
+    /// Labels of this server's node: `--node-label` and the control-plane roles.
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Resolved {
@@ -123,6 +125,11 @@ impl Resolved {
                 "node name '{node_name}' is not a valid DNS subdomain (lowercase letters, digits, '-' and '.'); set --node-name"
             )));
         }
+        let mut node_labels =
+            crate::node::parse_node_labels(&args.node_label).map_err(ServerError::Config)?;
+        for role in ["control-plane", "master"] {
+            node_labels.insert(format!("node-role.kubernetes.io/{role}"), "true".into());
+        }
         let node_ip = args
             .node_ip
             .or(args.advertise_address)
@@ -132,6 +139,7 @@ impl Resolved {
             node_name,
             node_ip,
             first_service_ip,
+            node_labels,
         })
     }
 

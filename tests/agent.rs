@@ -197,7 +197,7 @@ fn deployment_runs_in_containerd_and_serves_through_its_service() {
     assert!(made.success(), "building the busybox image failed");
 
     let c = Cluster {
-        server: Server::start_with_agent(dir, &[]),
+        server: Server::start_with_agent(dir, &["--node-label", "tier=edge"]),
         cache: tempfile::tempdir().expect("cache dir"),
     };
 
@@ -215,6 +215,10 @@ fn deployment_runs_in_containerd_and_serves_through_its_service() {
     assert!(runtime.starts_with("containerd://"), "{runtime}");
     let pod_cidr = c.kc(&["get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
     assert!(pod_cidr.starts_with("10.42."), "{pod_cidr}");
+    // A server's node carries the control-plane roles (as K3s) and the --node-label values.
+    let roles = c.kc(&["get", "nodes", "--no-headers", "-L", "tier"]);
+    assert!(roles.contains("control-plane,master"), "{roles}");
+    assert!(roles.trim_end().ends_with("edge"), "{roles}");
 
     // A Deployment and a Service: pods run, get IPs, and the ClusterIP answers from the host.
     c.kc(&["create", "namespace", "e2e"]);

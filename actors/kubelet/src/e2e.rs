@@ -293,6 +293,7 @@ async fn scenario(dir: std::path::PathBuf) {
         cluster_dns: "10.43.0.10".parse().unwrap(),
         cluster_domain: "cluster.local".into(),
         container_runtime_endpoint: None,
+        node_labels: Default::default(),
     };
     let kernel = kernel::Kernel::new();
     kernel

@@ -50,6 +50,9 @@ pub struct KubeletConfig {
     pub cluster_domain: String,
     /// An existing containerd socket: then no containerd is started.
     pub container_runtime_endpoint: Option<PathBuf>,
+    /// Labels the Node gets besides the standard ones (`--node-label`, and the control-plane
+    /// roles on a server's node).
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The unix socket the kubelet's HTTP API listens on (`<agent_dir>/kubelet.sock`).
@@ -221,6 +224,7 @@ mod tests {
             cluster_dns: "10.43.0.10".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
             container_runtime_endpoint: None,
+            node_labels: Default::default(),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::Shared;
 use crate::cri::Cri;
 
 /// The kubelet version this node reports.
-pub(crate) const KUBELET_VERSION: &str = "v1.32.4-k3s-rs";
+pub(crate) const KUBELET_VERSION: &str = "v1.32.4+k3s-rs";
 /// The port reported as the kubelet endpoint (the API server reaches the kubelet through its own
 /// dialer, not this port).
 const KUBELET_PORT: i32 = 10250;
@@ -126,16 +126,18 @@ pub(crate) async fn run(ctx: ServiceCtx, shared: Arc<Shared>) -> Result<(), BoxE
 /// Creates the Node if it does not exist; otherwise makes sure its labels are set.
 async fn register(nodes: &Api<Node>, shared: &Shared) -> Result<(), NodeError> {
     let name = &shared.config.node_name;
-    let labels: BTreeMap<String, String> = [
-        ("kubernetes.io/hostname", name.as_str()),
-        ("kubernetes.io/os", "linux"),
-        ("kubernetes.io/arch", crate::tar::go_arch()),
-        ("beta.kubernetes.io/os", "linux"),
-        ("beta.kubernetes.io/arch", crate::tar::go_arch()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let mut labels: BTreeMap<String, String> = shared.config.node_labels.clone();
+    labels.extend(
+        [
+            ("kubernetes.io/hostname", name.as_str()),
+            ("kubernetes.io/os", "linux"),
+            ("kubernetes.io/arch", crate::tar::go_arch()),
+            ("beta.kubernetes.io/os", "linux"),
+            ("beta.kubernetes.io/arch", crate::tar::go_arch()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     match nodes.get_opt(name).await {
         Ok(Some(_)) => {
             nodes
