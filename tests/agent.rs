@@ -14,54 +14,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// Whether this machine can run the agent; `Err` says what is missing.
-fn can_run_agent() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        return Err("not running as root".into());
-    }
-    for tool in [
-        "containerd",
-        "ctr",
-        "runc",
-        "iptables-restore",
-        "busybox",
-        "python3",
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    if !Path::new("/usr/lib/cni/bridge").exists() {
-        return Err("the CNI plugins (/usr/lib/cni) are not installed".into());
-    }
-    Ok(())
-}
-
-fn skip_unless_agent_can_run() -> bool {
-    match can_run_agent() {
-        Ok(()) => false,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("agent tests cannot run under CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipping agent end-to-end tests: {why}");
-            true
-        }
-    }
-}
-
 struct Cluster {
     server: Server,
     cache: tempfile::TempDir,
@@ -182,7 +134,7 @@ spec:
 
 #[test]
 fn deployment_runs_in_containerd_and_serves_through_its_service() {
-    if skip_unless_agent_can_run() {
+    if common::skip_unless_agent_can_run("agent end-to-end tests") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -14,40 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn can_run_agent() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        return Err("not running as root".into());
-    }
-    for tool in [
-        "containerd",
-        "runc",
-        "iptables-restore",
-        "busybox",
-        "python3",
-        "kubectl",
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    if !Path::new("/usr/lib/cni/bridge").exists() {
-        return Err("the CNI plugins (/usr/lib/cni) are not installed".into());
-    }
-    Ok(())
-}
-
 /// A running `k3s agent`, stopped with SIGTERM when dropped.
 struct Agent {
     child: Child,
@@ -153,11 +119,7 @@ spec:
 
 #[test]
 fn an_agent_joins_with_the_token_and_is_reached_through_its_tunnel() {
-    if let Err(why) = can_run_agent() {
-        if std::env::var_os("CI").is_some() {
-            panic!("agent join test cannot run under CI: {why}");
-        }
-        eprintln!("skipping agent join test: {why}");
+    if common::skip_unless_agent_can_run("agent join test") {
         return;
     }
     let server = Server::start(&[]);

@@ -303,3 +303,54 @@ pub fn stderr(o: &Output) -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Whether this machine can run a node agent (root, containerd, runc, iptables, the CNI plugins,
+/// a static busybox for test images, python3 and kubectl); `Err` says what is missing.
+pub fn agent_prerequisites() -> Result<(), String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Err("not running as root".into());
+    }
+    for tool in [
+        "containerd",
+        "ctr",
+        "runc",
+        "iptables-restore",
+        "busybox",
+        "python3",
+        "kubectl",
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Err(format!("{tool} is not installed"));
+        }
+    }
+    if !Path::new("/usr/lib/cni/bridge").exists() {
+        return Err("the CNI plugins (/usr/lib/cni) are not installed".into());
+    }
+    Ok(())
+}
+
+/// True (after saying why) when `what` cannot run here; under CI a missing prerequisite fails.
+pub fn skip_unless_agent_can_run(what: &str) -> bool {
+    match agent_prerequisites() {
+        Ok(()) => false,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("{what} cannot run under CI: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping {what}: {why}");
+            true
+        }
+    }
+}
