@@ -186,8 +186,7 @@ impl Server {
         if self.child.is_some() {
             self.terminate();
         }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 }
 
