@@ -130,6 +130,12 @@ kind: Pod
 metadata: {name: crasher, namespace: e2e}
 spec:
   containers: [{name: c, image: busybox:test, command: ["sh", "-c", "echo dying; exit 1"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: badname, namespace: e2e}
+spec:
+  containers: [{name: c, image: "UPPER/Case::bad"}]
 "#;
 
 #[test]
@@ -295,6 +301,12 @@ fn deployment_runs_in_containerd_and_serves_through_its_service() {
     c.eventually(Duration::from_secs(90), "CrashLoopBackOff", || {
         c.stdout_of(&["-n", "e2e", "get", "pod", "crasher", "--no-headers"])
             .filter(|o| o.contains("CrashLoopBackOff"))
+    });
+
+    // An image name that cannot be a reference is InvalidImageName, not a pull attempt.
+    c.eventually(Duration::from_secs(60), "InvalidImageName", || {
+        c.stdout_of(&["-n", "e2e", "get", "pod", "badname", "--no-headers"])
+            .filter(|o| o.contains("InvalidImageName"))
     });
 
     // Deleting the namespace removes the pods, and kube-proxy drops the Service's rules.

@@ -670,6 +670,17 @@ impl Worker {
 
     /// Makes sure the image is present per the pull policy; sets the waiting reason otherwise.
     async fn ensure_image(&mut self, pod: &Pod, c: &Container, image: &str) -> bool {
+        if !is_image_reference(image) {
+            // Upstream's reason and wording; nothing is pulled for a name that can't be one.
+            let msg = format!(
+                "Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": invalid reference format"
+            );
+            self.set_waiting(&c.name, "InvalidImageName", &msg);
+            self.events
+                .warning(pod, Some(&c.name), "InspectFailed", msg)
+                .await;
+            return false;
+        }
         let policy = c
             .image_pull_policy
             .clone()
@@ -1066,6 +1077,73 @@ pub(crate) async fn remove_sandboxes(cri: &Cri, uid: &str) -> Result<(), WorkerE
     Ok(())
 }
 
+/// Whether `image` is a valid image reference (`[host[:port]/]path[:tag][@algo:hex]`, path
+/// components lowercase), as the container runtime parses it.
+pub(crate) fn is_image_reference(image: &str) -> bool {
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let Some((algo, hex)) = d.split_once(':') else {
+            return false;
+        };
+        let algo_ok = !algo.is_empty()
+            && algo
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+        if !algo_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+    }
+    // A tag is after the last ':' that follows the last '/'.
+    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[slash..].rfind(':') {
+        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let first_ok = tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !first_ok
+            || tag.len() > 128
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return false;
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return false;
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    // The first part is a registry host when it looks like one (a '.', a ':' or localhost).
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let (h, port) = host
+            .split_once(':')
+            .map_or((host, None), |(h, p)| (h, Some(p)));
+        let host_ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !host_ok {
+            return false;
+        }
+    }
+    parts.iter().all(|p| {
+        let b = p.as_bytes();
+        !b.is_empty()
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+    })
+}
+
 /// Upstream's default pull policy: Always for `:latest` or untagged images, else IfNotPresent.
 pub(crate) fn default_pull_policy(image: &str) -> &'static str {
     if image.contains('@') {
@@ -1088,6 +1166,32 @@ fn name(pod: &Pod) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_references_are_parsed_like_the_runtime_does() {
+        for ok in [
+            "busybox",
+            "busybox:test",
+            "docker.io/library/busybox:1.36",
+            "registry.invalid/none/such:1.0",
+            "localhost:5000/team/app_v2:v1.2.3-rc.1",
+            "quay.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(super::is_image_reference(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "UPPER/Case::bad@@",
+            "Busybox",
+            "busybox:",
+            "busybox:-x",
+            "a//b",
+            "app@sha256:short",
+            "with space",
+        ] {
+            assert!(!super::is_image_reference(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]
