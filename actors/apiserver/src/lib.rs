@@ -254,7 +254,11 @@ pub async fn bootstrap(state: &ApiState) -> Result<(), ApiError> {
         q: request::Query::parse(Some("fieldManager=k3s")),
         user: &admin,
     };
-    let address_type = if state.config.endpoint.0.is_ipv4() { "IPv4" } else { "IPv6" };
+    let address_type = if state.config.endpoint.0.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
     let endpoints = json!([{"addresses": [state.config.endpoint.0.to_string()], "conditions": {"ready": true}}]);
     let ports = json!([{"name": "https", "port": state.config.endpoint.1, "protocol": "TCP"}]);
     let slice = json!({

@@ -461,7 +461,11 @@ pub fn mirrored(ep: &Endpoints) -> Groups {
             })
             .collect();
         let ready = subset.addresses.iter().flatten().map(|a| (a, true));
-        let not_ready = subset.not_ready_addresses.iter().flatten().map(|a| (a, false));
+        let not_ready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .map(|a| (a, false));
         let eps = groups.entry(ports).or_default();
         for (address, ready) in ready.chain(not_ready) {
             eps.push(PodEndpoint {
@@ -500,11 +504,8 @@ async fn reconcile_slices(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Er
                         .and_then(|l| l.get(SKIP_MIRROR_LABEL))
                         .is_none_or(|v| v != "true")
                 });
-            let external = svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.type_.as_deref())
-                == Some("ExternalName");
+            let external =
+                svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
             let wanted = match ep {
                 Some(ep) if !external => slices_managed_by(&svc, &mirrored(&ep), MIRROR_MANAGED_BY),
                 _ => Vec::new(),

@@ -486,7 +486,10 @@ async fn endpoints_of_services_without_selectors_are_mirrored_into_slices() {
             .filter(|s| !s.endpoints.is_empty())
     })
     .await;
-    assert_eq!(k.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+    assert_eq!(
+        k.ports.as_ref().unwrap()[0].protocol.as_deref(),
+        Some("TCP")
+    );
     assert_eq!(k.ports.as_ref().unwrap()[0].name.as_deref(), Some("https"));
 
     // A Service without a selector and hand-written Endpoints.
