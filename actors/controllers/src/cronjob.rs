@@ -25,27 +25,19 @@ use kube::runtime::watcher;
 use crate::Shared;
 use crate::cron::Schedule;
 use crate::error::{Error, is_status};
-use crate::events::{Kind, Recorder};
+use crate::events::Kind;
 use crate::pods::{self, controlled_by};
-use crate::runner::{self, Backoff, LoopCtx};
+use crate::runner::{self, LoopCtx};
 
 /// The annotation on a Job with the time it was scheduled for.
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
-struct Ctx {
-    client: kube::Client,
-    events: Recorder,
-    backoff: Backoff,
-}
+type Ctx = runner::Workload;
 
 /// The `cronjob` service.
 pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
-    let data = Arc::new(Ctx {
-        events: Recorder::new(client.clone(), "cronjob-controller"),
-        client: client.clone(),
-        backoff: Backoff::default(),
-    });
+    let data = Ctx::new(client.clone(), "cronjob-controller");
     let stream = Controller::new(
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),
@@ -148,18 +140,7 @@ fn job_ref(job: &Job) -> ObjectReference {
 }
 
 async fn sync(cj: &CronJob, ctx: &Ctx) -> Result<Action, Error> {
-    let ns = cj.metadata.namespace.as_deref().ok_or(Error::Missing {
-        kind: "CronJob",
-        field: "metadata.namespace",
-    })?;
-    let name = cj.metadata.name.as_deref().ok_or(Error::Missing {
-        kind: "CronJob",
-        field: "metadata.name",
-    })?;
-    let uid = cj.metadata.uid.as_deref().ok_or(Error::Missing {
-        kind: "CronJob",
-        field: "metadata.uid",
-    })?;
+    let (ns, name, uid) = crate::error::identity(&cj.metadata, "CronJob")?;
     let spec = cj.spec.as_ref().ok_or(Error::Missing {
         kind: "CronJob",
         field: "spec",

@@ -30,28 +30,20 @@ use kube::runtime::{WatchStreamExt, watcher};
 use crate::Shared;
 use crate::deployment::{scaled_value, template_hash};
 use crate::error::{Error, is_status};
-use crate::events::{Kind, Recorder};
+use crate::events::Kind;
 use crate::pods::{self, controlled_by};
-use crate::runner::{self, Backoff, LoopCtx};
+use crate::runner::{self, LoopCtx};
 use crate::scheduler::{affinity_matches, untolerated_taint};
 
 /// The label with the template hash on a DaemonSet's (and StatefulSet's) pods.
 pub const REVISION_HASH: &str = "controller-revision-hash";
 
-struct Ctx {
-    client: kube::Client,
-    events: Recorder,
-    backoff: Backoff,
-}
+type Ctx = runner::Workload;
 
 /// The `daemonset` service.
 pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
-    let data = Arc::new(Ctx {
-        events: Recorder::new(client.clone(), "daemonset-controller"),
-        client: client.clone(),
-        backoff: Backoff::default(),
-    });
+    let data = Ctx::new(client.clone(), "daemonset-controller");
     let node_changes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .touched_objects()
@@ -207,18 +199,7 @@ async fn delete(api: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
 }
 
 async fn sync(ds: &DaemonSet, ctx: &Ctx) -> Result<Action, Error> {
-    let ns = ds.metadata.namespace.as_deref().ok_or(Error::Missing {
-        kind: "DaemonSet",
-        field: "metadata.namespace",
-    })?;
-    let name = ds.metadata.name.as_deref().ok_or(Error::Missing {
-        kind: "DaemonSet",
-        field: "metadata.name",
-    })?;
-    let uid = ds.metadata.uid.as_deref().ok_or(Error::Missing {
-        kind: "DaemonSet",
-        field: "metadata.uid",
-    })?;
+    let (ns, name, uid) = crate::error::identity(&ds.metadata, "DaemonSet")?;
     let spec = ds.spec.as_ref().ok_or(Error::Missing {
         kind: "DaemonSet",
         field: "spec",

@@ -28,9 +28,9 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::error::{Error, is_status};
-use crate::events::{Kind, Recorder};
+use crate::events::Kind;
 use crate::pods::{self, controlled_by, controller_of};
-use crate::runner::{self, Backoff};
+use crate::runner;
 use crate::{Shared, selector};
 
 /// The revision annotation on Deployments and ReplicaSets.
@@ -52,20 +52,12 @@ const NOT_COPIED: &[&str] = &[
     "deprecated.deployment.rollback.to",
 ];
 
-struct Ctx {
-    client: kube::Client,
-    events: Recorder,
-    backoff: Backoff,
-}
+type Ctx = runner::Workload;
 
 /// The `deployment` service.
 pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
-    let data = Arc::new(Ctx {
-        events: Recorder::new(client.clone(), "deployment-controller"),
-        client: client.clone(),
-        backoff: Backoff::default(),
-    });
+    let data = Ctx::new(client.clone(), "deployment-controller");
     let stream = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),

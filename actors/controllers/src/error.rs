@@ -49,3 +49,19 @@ impl Error {
 pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
+
+/// The namespace, name and uid of a namespaced object of `kind`; [`Error::Missing`] names the
+/// first one absent.
+pub(crate) fn identity<'a>(
+    meta: &'a kube::api::ObjectMeta,
+    kind: &'static str,
+) -> Result<(&'a str, &'a str, &'a str), Error> {
+    let field = |value: &'a Option<String>, field: &'static str| {
+        value.as_deref().ok_or(Error::Missing { kind, field })
+    };
+    Ok((
+        field(&meta.namespace, "metadata.namespace")?,
+        field(&meta.name, "metadata.name")?,
+        field(&meta.uid, "metadata.uid")?,
+    ))
+}

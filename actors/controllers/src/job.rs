@@ -34,9 +34,9 @@ use serde_json::json;
 
 use crate::Shared;
 use crate::error::{Error, is_status};
-use crate::events::{Kind, Recorder};
+use crate::events::Kind;
 use crate::pods::{self, controlled_by};
-use crate::runner::{self, Backoff, LoopCtx};
+use crate::runner::{self, LoopCtx};
 
 /// The finalizer on a Job's pods until they are counted.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -47,20 +47,12 @@ pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 /// ... and its uid.
 pub const CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 
-struct Ctx {
-    client: kube::Client,
-    events: Recorder,
-    backoff: Backoff,
-}
+type Ctx = runner::Workload;
 
 /// The `job` service.
 pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
-    let data = Arc::new(Ctx {
-        events: Recorder::new(client.clone(), "job-controller"),
-        client: client.clone(),
-        backoff: Backoff::default(),
-    });
+    let data = Ctx::new(client.clone(), "job-controller");
     let stream = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
         .run(
@@ -277,18 +269,7 @@ async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> 
 }
 
 async fn sync(job: &Job, ctx: &Ctx) -> Result<Action, Error> {
-    let ns = job.metadata.namespace.as_deref().ok_or(Error::Missing {
-        kind: "Job",
-        field: "metadata.namespace",
-    })?;
-    let name = job.metadata.name.as_deref().ok_or(Error::Missing {
-        kind: "Job",
-        field: "metadata.name",
-    })?;
-    let uid = job.metadata.uid.as_deref().ok_or(Error::Missing {
-        kind: "Job",
-        field: "metadata.uid",
-    })?;
+    let (ns, name, uid) = crate::error::identity(&job.metadata, "Job")?;
     let spec = job.spec.as_ref().ok_or(Error::Missing {
         kind: "Job",
         field: "spec",

@@ -21,26 +21,17 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::error::Error;
-use crate::events::{Kind, Recorder};
+use crate::events::Kind;
 use crate::pods::{self, controlled_by, controller_of};
-use crate::runner::{self, Backoff};
+use crate::runner;
 use crate::{Shared, selector};
 
-/// The loop's context.
-struct Ctx {
-    client: kube::Client,
-    events: Recorder,
-    backoff: Backoff,
-}
+type Ctx = runner::Workload;
 
 /// The `replicaset` service.
 pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
-    let data = Arc::new(Ctx {
-        events: Recorder::new(client.clone(), "replicaset-controller"),
-        client: client.clone(),
-        backoff: Backoff::default(),
-    });
+    let data = Ctx::new(client.clone(), "replicaset-controller");
     let stream = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
@@ -103,18 +94,7 @@ pub fn plan(active: &[&Pod], replicas: i32) -> Plan {
 }
 
 async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Action, Error> {
-    let ns = rs.metadata.namespace.as_deref().ok_or(Error::Missing {
-        kind: "ReplicaSet",
-        field: "metadata.namespace",
-    })?;
-    let name = rs.metadata.name.as_deref().ok_or(Error::Missing {
-        kind: "ReplicaSet",
-        field: "metadata.name",
-    })?;
-    let uid = rs.metadata.uid.as_deref().ok_or(Error::Missing {
-        kind: "ReplicaSet",
-        field: "metadata.uid",
-    })?;
+    let (ns, name, uid) = crate::error::identity(&rs.metadata, "ReplicaSet")?;
     let spec = rs.spec.as_ref().ok_or(Error::Missing {
         kind: "ReplicaSet",
         field: "spec",

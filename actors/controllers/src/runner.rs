@@ -63,6 +63,26 @@ impl Backoff {
     }
 }
 
+/// What a workload controller's reconciler needs: the client, its event recorder and its
+/// per-key back-off. Shared by the Deployment, ReplicaSet, StatefulSet, DaemonSet, Job and
+/// CronJob loops.
+pub(crate) struct Workload {
+    pub(crate) client: kube::Client,
+    pub(crate) events: crate::events::Recorder,
+    pub(crate) backoff: Backoff,
+}
+
+impl Workload {
+    /// The context of a loop whose events name `component` as their source.
+    pub(crate) fn new(client: kube::Client, component: &'static str) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            events: crate::events::Recorder::new(client.clone(), component),
+            client,
+            backoff: Backoff::default(),
+        })
+    }
+}
+
 /// The backoff after `n` consecutive failures.
 pub(crate) fn delay(n: u32) -> Duration {
     let secs = 1u64 << n.saturating_sub(1).min(7);

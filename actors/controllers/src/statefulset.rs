@@ -31,29 +31,21 @@ use crate::Shared;
 use crate::daemonset::REVISION_HASH;
 use crate::deployment::template_hash;
 use crate::error::{Error, is_status};
-use crate::events::{Kind, Recorder};
+use crate::events::Kind;
 use crate::pods::{self, controlled_by};
-use crate::runner::{self, Backoff, LoopCtx};
+use crate::runner::{self, LoopCtx};
 
 /// The label with a StatefulSet pod's name.
 pub const POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 /// The label with a StatefulSet pod's ordinal.
 pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 
-struct Ctx {
-    client: kube::Client,
-    events: Recorder,
-    backoff: Backoff,
-}
+type Ctx = runner::Workload;
 
 /// The `statefulset` service.
 pub(crate) async fn run(ctx: LoopCtx, shared: Arc<Shared>) -> Result<(), kernel::BoxError> {
     let client = shared.client.clone();
-    let data = Arc::new(Ctx {
-        events: Recorder::new(client.clone(), "statefulset-controller"),
-        client: client.clone(),
-        backoff: Backoff::default(),
-    });
+    let data = Ctx::new(client.clone(), "statefulset-controller");
     let stream = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),

@@ -86,6 +86,20 @@ struct Sandbox {
     ips: Vec<String>,
 }
 
+impl Track {
+    /// The crash-loop delay to wait now (none the first time), doubling the next one up to
+    /// [`BACKOFF_MAX`].
+    fn advance_backoff(&mut self) -> Duration {
+        let delay = self.backoff;
+        self.backoff = if delay.is_zero() {
+            BACKOFF_INITIAL
+        } else {
+            (delay * 2).min(BACKOFF_MAX)
+        };
+        delay
+    }
+}
+
 /// Timers and probe state of one container name.
 #[derive(Debug, Default)]
 struct Track {
@@ -511,12 +525,7 @@ impl Worker {
                 if ran >= BACKOFF_RESET {
                     track.backoff = Duration::ZERO;
                 }
-                let delay = track.backoff;
-                track.backoff = if delay.is_zero() {
-                    BACKOFF_INITIAL
-                } else {
-                    (delay * 2).min(BACKOFF_MAX)
-                };
+                let delay = track.advance_backoff();
                 // A container that never ran (its start failed) has no finish time: its whole
                 // back-off is still ahead.
                 let since_exit = if latest.finished_at > 0 {
@@ -561,6 +570,14 @@ impl Worker {
             return false;
         }
         self.start(pod, c, attempt).await
+    }
+
+    /// The runtime refused to create or start `c`: the waiting reason and a `Failed` event.
+    async fn container_failed(&mut self, pod: &Pod, c: &Container, reason: &str, message: &str) {
+        self.set_waiting(&c.name, reason, message);
+        self.events
+            .warning(pod, Some(&c.name), "Failed", format!("Error: {message}"))
+            .await;
     }
 
     fn set_waiting(&mut self, container: &str, reason: &str, message: &str) {
@@ -608,23 +625,11 @@ impl Worker {
         let id = match created {
             Ok(r) => r.into_inner().container_id,
             Err(s) => {
-                self.set_waiting(&c.name, "CreateContainerError", s.message());
                 // Back off like a crash loop rather than retrying every sync.
                 let track = self.tracks.entry(c.name.clone()).or_default();
-                let delay = if track.backoff.is_zero() {
-                    BACKOFF_INITIAL
-                } else {
-                    track.backoff
-                };
-                track.backoff = (delay * 2).min(BACKOFF_MAX);
+                let delay = track.advance_backoff().max(BACKOFF_INITIAL);
                 track.create_retry_at = Some(Instant::now() + delay);
-                self.events
-                    .warning(
-                        pod,
-                        Some(&c.name),
-                        "Failed",
-                        format!("Error: {}", s.message()),
-                    )
+                self.container_failed(pod, c, "CreateContainerError", s.message())
                     .await;
                 return false;
             }
@@ -643,14 +648,7 @@ impl Worker {
             })
             .await
         {
-            self.set_waiting(&c.name, "RunContainerError", s.message());
-            self.events
-                .warning(
-                    pod,
-                    Some(&c.name),
-                    "Failed",
-                    format!("Error: {}", s.message()),
-                )
+            self.container_failed(pod, c, "RunContainerError", s.message())
                 .await;
             return true;
         }
