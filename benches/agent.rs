@@ -24,8 +24,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if !Path::new("/usr/bin/containerd").exists() || !is_root() {
-        println!("agent benchmark skipped: needs root and containerd");
+    if let Err(why) = common::agent_prerequisites() {
+        println!("agent benchmark skipped: {why}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -194,24 +194,6 @@ fn wait_running(admin: &Admin, running: &mut BTreeMap<String, Instant>, n: usize
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The RSS of k3s, and of containerd plus its shims (processes whose command line names them).
 fn report_memory(when: &str, k3s: u32) {
     let mut containerd = 0;
@@ -228,17 +210,17 @@ fn report_memory(when: &str, k3s: u32) {
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd);
         if cmd.starts_with("containerd-shim") || cmd.contains("/containerd-shim") {
-            shims += rss_kib(pid);
+            shims += common::rss_kib(pid);
             n_shims += 1;
         } else if (cmd.starts_with("containerd\0") || cmd.contains("/containerd\0"))
             && parent(pid) == Some(k3s)
         {
-            containerd += rss_kib(pid);
+            containerd += common::rss_kib(pid);
         }
     }
     println!(
         "RSS {when:<9} k3s {:.1} MiB | containerd {:.1} MiB | {n_shims} shims {:.1} MiB",
-        rss_kib(k3s) as f64 / 1024.0,
+        common::rss_kib(k3s) as f64 / 1024.0,
         containerd as f64 / 1024.0,
         shims as f64 / 1024.0
     );

@@ -59,16 +59,6 @@ fn summary(mut lat: Vec<Duration>) -> String {
     )
 }
 
-/// Resident memory of a process in MiB, from /proc.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"bench": "true"}},
@@ -131,7 +121,10 @@ async fn main_async() {
          {n_watchers} watchers x {n_events} events ({} CPUs shared by client and server)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("  server RSS idle: {:.1} MiB", rss_mib(pid));
+    println!(
+        "  server RSS idle: {:.1} MiB",
+        common::rss_kib(pid) as f64 / 1024.0
+    );
 
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
@@ -183,7 +176,7 @@ async fn main_async() {
     );
     println!(
         "  server RSS after {n_writes} configmaps: {:.1} MiB",
-        rss_mib(pid)
+        common::rss_kib(pid) as f64 / 1024.0
     );
 
     // 3. Pods: create, LIST, memory.
@@ -239,7 +232,7 @@ async fn main_async() {
     );
     println!(
         "  server RSS holding {n_pods} pods (+{n_writes} configmaps): {:.1} MiB",
-        rss_mib(pid)
+        common::rss_kib(pid) as f64 / 1024.0
     );
 
     // 4. Watch fan-out.
@@ -268,7 +261,7 @@ async fn main_async() {
         println!(
             "  {n_watchers} watches established in {:.2} s; server RSS {:.1} MiB",
             t.elapsed().as_secs_f64(),
-            rss_mib(pid)
+            common::rss_kib(pid) as f64 / 1024.0
         );
         let mut tasks = Vec::new();
         for mut s in streams {
@@ -328,7 +321,7 @@ async fn main_async() {
         );
         println!(
             "  server RSS with {n_watchers} watchers: {:.1} MiB",
-            rss_mib(pid)
+            common::rss_kib(pid) as f64 / 1024.0
         );
         for t in tasks {
             t.abort();

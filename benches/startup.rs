@@ -60,17 +60,6 @@ fn stop(mut child: std::process::Child) {
     child.wait().unwrap();
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn summary(name: &str, mut v: Vec<Duration>) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -94,7 +83,7 @@ fn main() {
         let (t, child, _) = start_and_ping(dir.path());
         reuse.push(t);
         std::thread::sleep(Duration::from_millis(300));
-        rss = rss.max(rss_kib(child.id()));
+        rss = rss.max(common::rss_kib(child.id()));
         stop(child);
     }
     summary("launch to verified /ping, fresh data dir", fresh);

@@ -353,3 +353,15 @@ pub fn skip_unless_agent_can_run(what: &str) -> bool {
         }
     }
 }
+
+/// Resident memory (`VmRSS`) of process `pid` in KiB, 0 when it is gone (for the benchmarks).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
