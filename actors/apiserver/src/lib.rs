@@ -219,67 +219,70 @@ pub async fn bootstrap(state: &ApiState) -> Result<(), ApiError> {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e),
     }
-    let ep_res = cat.find("", "v1", "endpoints").ok_or(ApiError::NoRoute)?;
-    let ctx = handlers::Ctx {
-        s: state,
-        r: ep_res,
-        ns: Some("default".into()),
-        q: request::Query::parse(Some("fieldManager=k3s")),
-        user: &admin,
-    };
-    let subsets: Value = json!([{"addresses": [{"ip": state.config.endpoint.0.to_string()}], "ports": [{"name": "https", "port": state.config.endpoint.1, "protocol": "TCP"}]}]);
+    let (ip, port) = state.config.endpoint;
+    let subsets = json!([{"addresses": [{"ip": ip.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]);
     let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}, "subsets": subsets});
-    match handlers::create(&ctx, ep).await {
-        Ok(_) => {}
-        Err(ApiError::AlreadyExists { .. }) => {
-            // Keep the endpoints pointing at this server (the node IP or port may have changed).
-            handlers::update_with(&ctx, "kubernetes", None, handlers::Write::Update, |cur| {
-                let mut new = cur.clone();
-                new["subsets"] = subsets.clone();
-                Ok(new)
-            })
-            .await?;
-        }
-        Err(e) => return Err(e),
-    }
+    keep_current(state, &admin, ("", "v1", "endpoints"), ep, &["subsets"]).await?;
     // The same endpoints as an EndpointSlice (what kube-proxy reads), kept by the API server as
     // upstream does: the Endpoints above are marked skip-mirror.
-    let slice_res = cat
-        .find("discovery.k8s.io", "v1", "endpointslices")
-        .ok_or(ApiError::NoRoute)?;
-    let ctx = handlers::Ctx {
-        s: state,
-        r: slice_res,
-        ns: Some("default".into()),
-        q: request::Query::parse(Some("fieldManager=k3s")),
-        user: &admin,
-    };
-    let address_type = if state.config.endpoint.0.is_ipv4() {
-        "IPv4"
-    } else {
-        "IPv6"
-    };
-    let endpoints = json!([{"addresses": [state.config.endpoint.0.to_string()], "conditions": {"ready": true}}]);
-    let ports = json!([{"name": "https", "port": state.config.endpoint.1, "protocol": "TCP"}]);
+    let address_type = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
     let slice = json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
-        "addressType": address_type, "endpoints": endpoints, "ports": ports,
+        "addressType": address_type,
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    match handlers::create(&ctx, slice).await {
-        Ok(_) => {}
+    keep_current(
+        state,
+        &admin,
+        ("discovery.k8s.io", "v1", "endpointslices"),
+        slice,
+        &["endpoints", "ports"],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates `obj` in `default`, or, when it exists, sets its `fields` to `obj`'s (this server's
+/// address or port may have changed since it was written).
+async fn keep_current(
+    state: &ApiState,
+    user: &protocols::user::UserInfo,
+    (group, version, resource): (&str, &str, &str),
+    obj: Value,
+    fields: &[&str],
+) -> Result<(), ApiError> {
+    let r = state
+        .catalogue
+        .find(group, version, resource)
+        .ok_or(ApiError::NoRoute)?;
+    let ctx = handlers::Ctx {
+        s: state,
+        r,
+        ns: Some("default".into()),
+        q: request::Query::parse(Some("fieldManager=k3s")),
+        user,
+    };
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match handlers::create(&ctx, obj.clone()).await {
+        Ok(_) => Ok(()),
         Err(ApiError::AlreadyExists { .. }) => {
-            handlers::update_with(&ctx, "kubernetes", None, handlers::Write::Update, |cur| {
+            handlers::update_with(&ctx, &name, None, handlers::Write::Update, |cur| {
                 let mut new = cur.clone();
-                new["endpoints"] = endpoints.clone();
-                new["ports"] = ports.clone();
+                for f in fields {
+                    new[*f] = obj[*f].clone();
+                }
                 Ok(new)
             })
-            .await?;
+            .await
+            .map(|_| ())
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 fn services_first_ip(net: &IpNet) -> Result<IpAddr, ApiError> {
