@@ -118,35 +118,25 @@ pub fn local_node(cfg: &Resolved) -> NodeConfig {
     }
 }
 
-/// `--node-label` values (`key=value`) as a map; a malformed one is an error naming it.
+/// `--node-label` values (`key=value`) as a map; a malformed one is an error naming it, with
+/// upstream's reasons (the same checks the API server applies to labels).
 pub fn parse_node_labels(
     list: &[String],
 ) -> Result<std::collections::BTreeMap<String, String>, String> {
+    use protocols::selector::{label_value_errors, qualified_name_errors};
     let mut labels = std::collections::BTreeMap::new();
     for item in list.iter().filter(|s| !s.is_empty()) {
-        let bad = |why: &str| format!("--node-label '{item}' is not a valid label: {why}");
-        let (key, value) = item
-            .split_once('=')
-            .ok_or_else(|| bad("expected key=value"))?;
-        let (prefix, name) = key
-            .rsplit_once('/')
-            .map_or((None, key), |(p, n)| (Some(p), n));
-        let is_name = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                && s.as_bytes()[0].is_ascii_alphanumeric()
-                && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
-        };
-        if !is_name(name) || prefix.is_some_and(|p| p.is_empty() || p.len() > 253) {
-            return Err(bad(
-                "the key must be [prefix/]name, a name of up to 63 letters, digits, '-', '_' or '.'",
-            ));
-        }
-        if !value.is_empty() && !is_name(value) {
-            return Err(bad(
-                "the value must be up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        let (key, value) = item.split_once('=').ok_or_else(|| {
+            format!("--node-label '{item}' is not a valid label: expected key=value")
+        })?;
+        let errors: Vec<String> = qualified_name_errors(key)
+            .into_iter()
+            .chain(label_value_errors(value))
+            .collect();
+        if !errors.is_empty() {
+            return Err(format!(
+                "--node-label '{item}' is not a valid label: {}",
+                errors.join("; ")
             ));
         }
         labels.insert(key.to_owned(), value.to_owned());
